@@ -1,0 +1,497 @@
+"""Stage 2b: the schema IR -> Lark grammar text, and the canonical renderer of values.
+
+The grammar text is the artefact: deterministic (the same schema gives byte-identical text, so it can be
+cached by hash), readable (rule names come from tool and property names), accepted by llguidance and
+parseable by the `lark` package (Earley), so one grammar both constrains generation and parses output back.
+It is written in the subset of Lark both engines share: lowercase rules, uppercase regex terminals, JSON-escaped
+string literals, `?`/`*`/`~ n..m` repetition, and regexes without look-around.
+"""
+from __future__ import annotations
+
+import functools
+import json
+import math
+import re
+import string
+import warnings
+from importlib import resources
+from typing import Any
+
+import lark
+
+from .errors import ConstrainedFCError, GrammarMismatchError
+from .schema_ir import (AnyNode, ArrayNode, ConstNode, IRBuilder, NeverNode, Node, ObjectNode, Policy, RefNode,
+                        Relaxation, ScalarNode, UnionNode)
+from . import regex as rx
+
+WHITESPACE_MODES = ("canonical", "flexible")
+DIALECTS = ("json", "python")
+_NEVER_REGEX = r"[^\s\S]"
+_FLEX_WS = r"[ \t\n\r]+"
+_PY_IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+class RelaxedSchemaWarning(UserWarning):
+    """Lenient mode relaxed a keyword the grammar cannot express; the jsonschema check covers it."""
+
+
+def load_template(name: str) -> string.Template:
+    return string.Template(resources.files("constrained_fc.grammars").joinpath(name).read_text("utf-8"))
+
+
+def lark_literal(text: str) -> str:
+    # JSON string syntax is read the same way by lark and by llguidance's Lark front end.
+    return json.dumps(text, ensure_ascii=False)
+
+
+def lark_regex(regex: str) -> str:
+    """Wrap a regex as a Lark /.../ literal, escaping unescaped slashes."""
+    out, escaped = [], False
+    for ch in regex:
+        if ch == "/" and not escaped:
+            out.append("\\/")
+        else:
+            out.append(ch)
+        escaped = (ch == "\\" and not escaped)
+    return "/" + "".join(out) + "/"
+
+
+def rule_name(text: str) -> str:
+    name = re.sub(r"[^a-z0-9]+", "_", text.lower()).strip("_")
+    if not name or not name[0].isalpha():
+        name = "r_" + name
+    return name
+
+
+# ---------------------------------------------------------------------------------------------- dialects
+class Dialect:
+    """How values are spelled: JSON, or Python literals (the python call format)."""
+
+    def __init__(self, name: str = "json", whitespace: str = "canonical"):
+        if name not in DIALECTS:
+            raise ConstrainedFCError(f"unknown dialect {name!r}; expected one of {DIALECTS}")
+        if whitespace not in WHITESPACE_MODES:
+            raise ConstrainedFCError(f"unknown whitespace mode {whitespace!r}; expected one of {WHITESPACE_MODES}")
+        self.name = name
+        self.whitespace = whitespace
+        self.literals = {True: "true", False: "false", None: "null"} if name == "json" else \
+            {True: "True", False: "False", None: "None"}
+
+    @property
+    def flexible(self) -> bool:
+        return self.whitespace == "flexible"
+
+    def dump(self, value: Any) -> str:
+        """Canonical text of a value with no schema information (keys in the given order)."""
+        if value is None or isinstance(value, bool):
+            return self.literals[value]
+        if isinstance(value, (int, float)):
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ValueError(f"{value!r} is not a JSON number")
+            return json.dumps(value)
+        if isinstance(value, str):
+            return json.dumps(value, ensure_ascii=False)
+        if isinstance(value, (list, tuple)):
+            return "[" + ", ".join(self.dump(v) for v in value) + "]"
+        if isinstance(value, dict):
+            return "{" + ", ".join(f"{json.dumps(str(k), ensure_ascii=False)}: {self.dump(v)}"
+                                   for k, v in value.items()) + "}"
+        raise ValueError(f"cannot render a value of type {type(value).__name__}")
+
+
+class _NoFit(ValueError):
+    pass
+
+
+# ---------------------------------------------------------------------------------------------- emitter
+class LarkEmitter:
+    """Writes IR nodes as Lark rules and terminals, deduplicating identical rules and regexes."""
+
+    def __init__(self, dialect: Dialect):
+        self.d = dialect
+        self.rules: dict[str, str] = {}
+        self.terminals: dict[str, str] = {}
+        self._rule_by_body: dict[str, str] = {}
+        self._term_by_regex: dict[str, str] = {}
+        self._memo: dict[int, str] = {}
+        self._taken: set[str] = {"start", "tool_calls", "tool_call"}
+        self._base_added = False
+
+    # -- names ----------------------------------------------------------------------------------------------
+    def fresh(self, hint: str) -> str:
+        base = rule_name(hint)
+        name, i = base, 2
+        while name in self._taken:
+            name, i = f"{base}_{i}", i + 1
+        self._taken.add(name)
+        return name
+
+    def terminal(self, hint: str, regex: str) -> str:
+        if regex in self._term_by_regex:
+            return self._term_by_regex[regex]
+        name = self.fresh(hint).upper()
+        self.terminals[name] = regex
+        self._term_by_regex[regex] = name
+        return name
+
+    def rule(self, hint: str, body: str, *, name: str | None = None) -> str:
+        if name is None and body in self._rule_by_body:
+            return self._rule_by_body[body]
+        name = name or self.fresh(hint)
+        self.rules[name] = body
+        self._rule_by_body.setdefault(body, name)
+        return name
+
+    # -- separators -----------------------------------------------------------------------------------------
+    def sep(self, ch: str) -> str:
+        if self.d.flexible:
+            return f"WS? {lark_literal(ch)} WS?"
+        return lark_literal({",": ", ", ":": ": "}.get(ch, ch))
+
+    def open(self, ch: str) -> str:
+        return f"{lark_literal(ch)} WS?" if self.d.flexible else lark_literal(ch)
+
+    def close(self, ch: str) -> str:
+        return f"WS? {lark_literal(ch)}" if self.d.flexible else lark_literal(ch)
+
+    def key(self, key: str, kwargs: bool = False) -> str:
+        if kwargs:
+            return lark_literal(f"{key}=")
+        text = json.dumps(key, ensure_ascii=False)
+        if self.d.flexible:
+            return f"{lark_literal(text)} {self.sep(':')}"
+        return lark_literal(text + ": ")
+
+    def ensure_base(self) -> str:
+        if not self._base_added:
+            self._base_added = True
+            self._taken.update({"any_value", "any_object", "any_member", "any_array"})
+            self.terminal("string", rx.string_regex())
+            self.terminal("number", rx.number_range(None, None)[0])
+        return "any_value"
+
+    def base_text(self) -> str:
+        if not self._base_added:
+            return ""
+        lit = self.d.literals
+        return load_template("json_base.lark").substitute(
+            true=lark_literal(lit[True]), false=lark_literal(lit[False]), null=lark_literal(lit[None]),
+            comma=self.sep(","), colon=self.sep(":"), lbrace=self.open("{"), rbrace=self.close("}"),
+            lbrack=self.open("["), rbrack=self.close("]"))
+
+    # -- nodes ----------------------------------------------------------------------------------------------
+    def expr(self, node: Node) -> str:
+        key = id(node)
+        if key in self._memo:
+            return self._memo[key]
+        if isinstance(node, RefNode):
+            name = self.fresh("def_" + node.name)
+            self._memo[key] = name  # before the body: recursion refers back to this name
+            target = node.target
+            if isinstance(target, (ObjectNode, ArrayNode, UnionNode)):
+                self._memo[id(target)] = name
+                self.rules[name] = self._body(target)
+            else:
+                self.rules[name] = self.expr(target)
+            return name
+        out = self._expr(node)
+        self._memo[key] = out
+        return out
+
+    def _expr(self, node: Node) -> str:
+        if isinstance(node, AnyNode):
+            return self.ensure_base()
+        if isinstance(node, NeverNode):
+            return self.terminal("never", _NEVER_REGEX)
+        if isinstance(node, ConstNode):
+            lits = [lark_literal(self.d.dump(v)) for v in node.values]
+            if len(lits) == 1:
+                return lits[0]
+            return self.rule(node.hint, " | ".join(lits))
+        if isinstance(node, ScalarNode):
+            return self.terminal(node.hint, node.regex)
+        if isinstance(node, (UnionNode, ObjectNode, ArrayNode)):
+            return self.rule(node.hint, self._body(node))
+        raise TypeError(f"unknown IR node {node!r}")
+
+    def _body(self, node: Node) -> str:
+        if isinstance(node, UnionNode):
+            return " | ".join(self.expr(o) for o in node.options)
+        if isinstance(node, ObjectNode):
+            return self.object_body(node)
+        return self.array_body(node)
+
+    def object_body(self, node: ObjectNode, *, kwargs: bool = False) -> str:
+        """Members in schema order; optional ones may be skipped. Every alternative starts with the first
+        member actually written, so a comma is never left dangling."""
+        comma = self.sep(",")
+        kvs = [f"{self.key(p.key, kwargs)} {self.expr(p.node)}" for p in node.props]
+        extra_kv = None
+        if node.extra is not None:
+            if kwargs:
+                key_term = self.terminal("kwarg_name", _PY_IDENT.pattern)
+                extra_kv = f"{key_term} \"=\" {self.expr(node.extra)}"
+            else:
+                key_term = self.terminal("key" if node.extra_key_regex else "string",
+                                         _json_key_regex(node.extra_key_regex) if node.extra_key_regex
+                                         else rx.string_regex())
+                extra_kv = f"{key_term} {self.sep(':')} {self.expr(node.extra)}"
+
+        def tail(j: int) -> str:
+            parts = []
+            for p, kv in zip(node.props[j:], kvs[j:]):
+                parts.append(f"{comma} {kv}" if p.required else f"({comma} {kv})?")
+            if extra_kv:
+                parts.append(f"({comma} {extra_kv})*")
+            return " ".join(parts)
+
+        alts = []
+        empty_ok = True
+        for j, (p, kv) in enumerate(zip(node.props, kvs)):
+            alts.append(f"{kv} {tail(j + 1)}".strip())
+            if p.required:
+                empty_ok = False
+                break
+        if empty_ok and extra_kv:
+            alts.append(f"{extra_kv} ({comma} {extra_kv})*")
+        if kwargs:
+            lo, hi = "", ""
+        else:
+            lo, hi = self.open("{"), self.close("}")
+        if not alts:
+            inner = ""
+        elif len(alts) == 1:
+            inner = alts[0] if not empty_ok else f"({alts[0]})?"
+        else:
+            inner = "(" + " | ".join(alts) + ")" + ("?" if empty_ok else "")
+        if not kwargs and not self.d.flexible and not inner:
+            return lark_literal("{}")
+        return " ".join(x for x in (lo, inner, hi) if x) or '""'
+
+    def array_body(self, node: ArrayNode) -> str:
+        comma = self.sep(",")
+        k, lo, hi = len(node.prefix), node.min_items, node.max_items
+
+        def elem(i: int) -> str:
+            return self.expr(node.prefix[i] if i < k else node.rest)
+
+        def after(i: int) -> str:  # elements at positions >= i, given position i-1 was written
+            if hi is not None and i >= hi:
+                return ""
+            if i < k:
+                inner = f"{comma} {elem(i)} {after(i + 1)}".strip()
+                return inner if i < lo else f"({inner})?"
+            if node.rest is None:
+                return ""
+            a = max(lo - i, 0)
+            b = None if hi is None else hi - i
+            rep = f"({comma} {elem(i)})"
+            if b is None:
+                return (f"{rep}~{a} " if a else "") + f"{rep}*"
+            return f"{rep}~{a}" if a == b else f"{rep}~{a}..{b}"
+
+        lb, rb = self.open("["), self.close("]")
+        if (hi == 0) or (k == 0 and node.rest is None):
+            return lark_literal("[]") if not self.d.flexible else f"{lb} {rb}"
+        first = f"{elem(0)} {after(1)}".strip()
+        return f"{lb} {first} {rb}" if lo > 0 else f"{lb} ({first})? {rb}"
+
+    # -- output ---------------------------------------------------------------------------------------------
+    def text(self, head: str = "") -> str:
+        parts = [head.rstrip("\n")] if head else []
+        for name, body in self.rules.items():
+            parts.append(f"{name}: {body}")
+        base = self.base_text()
+        if base:
+            parts.append(base.rstrip("\n"))
+        for name, regex in self.terminals.items():
+            parts.append(f"{name}: {lark_regex(regex)}")
+        if self.d.flexible:
+            parts.append(f"WS: {lark_regex(_FLEX_WS)}")
+        return "\n".join(parts) + "\n"
+
+
+def _json_key_regex(content_regex: str) -> str:
+    """patternProperties keys: the key's JSON text. `pattern_regex` already returns JSON-string text."""
+    return content_regex
+
+
+# ---------------------------------------------------------------------------------------------- renderer
+class Renderer:
+    """Canonical text of a value under an IR node: the exact text the grammar's canonical form accepts.
+    Raises ValueError when the value does not fit the node's shape (so render doubles as a structural check)."""
+
+    def __init__(self, dialect: Dialect):
+        self.d = dialect
+
+    def render(self, node: Node, value: Any, *, kwargs: bool = False) -> str:
+        try:
+            return self._r(node, value, kwargs)
+        except _NoFit as e:
+            raise ValueError(f"value does not fit the schema: {e}") from None
+
+    def _r(self, node: Node, value: Any, kwargs: bool = False) -> str:
+        if isinstance(node, RefNode):
+            return self._r(node.target, value)
+        if isinstance(node, AnyNode):
+            try:
+                return self.d.dump(value)
+            except ValueError as e:
+                raise _NoFit(str(e)) from None
+        if isinstance(node, NeverNode):
+            raise _NoFit("no value is allowed here")
+        if isinstance(node, ConstNode):
+            from .schema_ir import _json_equal
+            for member in node.values:
+                if _json_equal(member, value):
+                    return self.d.dump(member)
+            raise _NoFit(f"{value!r} is not one of {node.values!r}")
+        if isinstance(node, ScalarNode):
+            text = self._scalar(node, value)
+            if not re.fullmatch(node.regex, text):
+                raise _NoFit(f"{text} does not match the {node.kind} constraints")
+            return text
+        if isinstance(node, UnionNode):
+            errors = []
+            for option in node.options:
+                try:
+                    return self._r(option, value)
+                except _NoFit as e:
+                    errors.append(str(e))
+            raise _NoFit("no alternative fits: " + "; ".join(errors[:3]))
+        if isinstance(node, ObjectNode):
+            return self._object(node, value, kwargs)
+        if isinstance(node, ArrayNode):
+            return self._array(node, value)
+        raise TypeError(f"unknown IR node {node!r}")
+
+    def _scalar(self, node: ScalarNode, value: Any) -> str:
+        if node.kind == "string":
+            if not isinstance(value, str):
+                raise _NoFit(f"{value!r} is not a string")
+            return json.dumps(value, ensure_ascii=False)
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise _NoFit(f"{value!r} is not a number")
+        if isinstance(value, float) and not math.isfinite(value):
+            raise _NoFit(f"{value!r} is not a JSON number")
+        if node.kind == "integer":
+            if isinstance(value, float):
+                if not value.is_integer():
+                    raise _NoFit(f"{value!r} is not an integer")
+                value = int(value)
+        return json.dumps(value)
+
+    def _object(self, node: ObjectNode, value: Any, kwargs: bool) -> str:
+        if not isinstance(value, dict):
+            raise _NoFit(f"{type(value).__name__} is not an object")
+        parts = []
+        declared = set()
+        for p in node.props:
+            declared.add(p.key)
+            if p.key in value:
+                key = f"{p.key}=" if kwargs else json.dumps(p.key, ensure_ascii=False) + ": "
+                parts.append(key + self._r(p.node, value[p.key]))
+            elif p.required:
+                raise _NoFit(f"missing required property {p.key!r}")
+        for k, v in value.items():
+            if k in declared:
+                continue
+            if node.extra is None:
+                raise _NoFit(f"undeclared property {k!r}")
+            if kwargs:
+                if not _PY_IDENT.fullmatch(k):
+                    raise _NoFit(f"{k!r} is not a Python keyword-argument name")
+                parts.append(f"{k}={self._r(node.extra, v)}")
+            else:
+                key = json.dumps(k, ensure_ascii=False)
+                if node.extra_key_regex and not re.fullmatch(node.extra_key_regex, key):
+                    raise _NoFit(f"property name {k!r} matches no allowed pattern")
+                parts.append(f"{key}: {self._r(node.extra, v)}")
+        body = ", ".join(parts)
+        return body if kwargs else "{" + body + "}"
+
+    def _array(self, node: ArrayNode, value: Any) -> str:
+        if not isinstance(value, (list, tuple)):
+            raise _NoFit(f"{type(value).__name__} is not an array")
+        n = len(value)
+        if n < node.min_items or (node.max_items is not None and n > node.max_items):
+            raise _NoFit(f"{n} items is outside [{node.min_items}, {node.max_items}]")
+        if node.rest is None and n > len(node.prefix):
+            raise _NoFit(f"at most {len(node.prefix)} items are allowed")
+        items = [self._r(node.prefix[i] if i < len(node.prefix) else node.rest, v) for i, v in enumerate(value)]
+        return "[" + ", ".join(items) + "]"
+
+
+# ---------------------------------------------------------------------------------------------- Grammar
+@functools.lru_cache(maxsize=128)
+def lark_parser(text: str) -> lark.Lark:
+    return lark.Lark(text, start="start", parser="earley", lexer="dynamic", propagate_positions=True)
+
+
+class Grammar:
+    """A compiled JSON Schema: `.lark` (the grammar text), `.accepts(text)`, `.render(value)` (canonical text)
+    and `.accepts_value(value)` (render, then accept). `.relaxations` lists what lenient mode relaxed."""
+
+    def __init__(self, lark_text: str, node: Node, dialect: Dialect, relaxations: list[Relaxation]):
+        self.lark = lark_text
+        self.node = node
+        self.dialect = dialect
+        self.relaxations = relaxations
+
+    @property
+    def parser(self) -> lark.Lark:
+        return lark_parser(self.lark)
+
+    def parse_tree(self, text: str) -> lark.Tree:
+        try:
+            return self.parser.parse(text)
+        except lark.exceptions.LarkError as e:
+            raise GrammarMismatchError(f"text is not accepted by the grammar: {_short(e)}") from None
+
+    def accepts(self, text: str) -> bool:
+        try:
+            self.parser.parse(text)
+            return True
+        except lark.exceptions.LarkError:
+            return False
+
+    def render(self, value: Any) -> str:
+        return Renderer(self.dialect).render(self.node, value)
+
+    def accepts_value(self, value: Any) -> bool:
+        try:
+            text = self.render(value)
+        except ValueError:
+            return False
+        return self.accepts(text)
+
+    def __repr__(self) -> str:
+        return f"Grammar({len(self.lark.splitlines())} lines, {len(self.relaxations)} relaxations)"
+
+
+def _short(e: Exception) -> str:
+    return str(e).strip().splitlines()[0][:200]
+
+
+def warn_relaxed(relaxations: list[Relaxation], what: str) -> None:
+    if relaxations:
+        shown = "; ".join(str(r) for r in relaxations[:5])
+        more = f" (+{len(relaxations) - 5} more)" if len(relaxations) > 5 else ""
+        warnings.warn(f"{what}: relaxed in the grammar, checked by jsonschema after parsing: {shown}{more}",
+                      RelaxedSchemaWarning, stacklevel=3)
+
+
+def compile_schema(schema: Any, *, strict: bool = False, whitespace: str = "canonical",
+                   registry=None, warn: bool = True) -> Grammar:
+    """Compile a JSON Schema (draft 2020-12) into a `Grammar` whose language is the canonical JSON text of
+    the schema's valid values. Objects stay open unless the schema closes them, as JSON Schema says.
+    `registry` (a `referencing.Registry`) supplies documents for remote `$ref`s."""
+    dialect = Dialect("json", whitespace)
+    builder = IRBuilder(schema, Policy(strict=strict), registry=registry)
+    node = builder.build("value")
+    emitter = LarkEmitter(dialect)
+    top = emitter.expr(node)
+    text = emitter.text(f"start: {top}")
+    if warn:
+        warn_relaxed(builder.relaxations, "schema")
+    return Grammar(text, node, dialect, builder.relaxations)

@@ -1,0 +1,277 @@
+"""Stage 3: a tools list -> one Lark grammar for the call envelope of a chat format (mistral, hermes, python),
+with parse (text -> validated `ToolCall`s) and render (calls -> canonical text)."""
+from __future__ import annotations
+
+import ast
+import functools
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import Any, Iterable, Sequence
+
+import jsonschema
+
+from .errors import ConstrainedFCError, GrammarMismatchError, ToolSchemaError
+from .schema_compiler import (Dialect, LarkEmitter, Renderer, lark_literal, lark_parser, load_template, rule_name,
+                              warn_relaxed, _PY_IDENT)
+from .schema_ir import IRBuilder, NeverNode, ObjectNode, Policy, Relaxation
+from .tools import Tool, ToolCall, normalize_tools
+
+FORMATS = ("mistral", "hermes", "python")
+TRIGGERS = {"mistral": "[TOOL_CALLS]", "hermes": "<tool_call>", "python": ""}
+TOOL_CHOICES = ("auto", "required", "none")
+
+
+@dataclass(frozen=True)
+class EnvelopeSpec:
+    format: str
+    trigger: str
+    dialect: str
+
+
+ENVELOPES = {
+    "mistral": EnvelopeSpec("mistral", "[TOOL_CALLS]", "json"),
+    "hermes": EnvelopeSpec("hermes", "<tool_call>", "json"),
+    "python": EnvelopeSpec("python", "", "python"),
+}
+
+
+def tool_choice_name(tool_choice: Any) -> str | None:
+    """The forced function's name for a named tool_choice (OpenAI's {"type": "function", "function": {...}}
+    or a bare name), else None."""
+    if isinstance(tool_choice, dict):
+        fn = tool_choice.get("function", tool_choice)
+        name = fn.get("name") if isinstance(fn, dict) else None
+        if not isinstance(name, str):
+            raise ConstrainedFCError(f"tool_choice {tool_choice!r} names no function")
+        return name
+    if isinstance(tool_choice, str) and tool_choice not in TOOL_CHOICES:
+        return tool_choice
+    if tool_choice is None or tool_choice in TOOL_CHOICES:
+        return None
+    raise ConstrainedFCError(f"tool_choice must be one of {TOOL_CHOICES} or a function, got {tool_choice!r}")
+
+
+class ToolGrammar:
+    """The compiled grammar of a tools list in one call format.
+
+    `.lark` is the full grammar (trigger included); `.body_lark` the same grammar from just after the trigger,
+    which is what the token matcher runs once the trigger has been seen. `.accepts(text)`, `.parse(text)` and
+    `.render(calls)` all work on the full text."""
+
+    def __init__(self, tools: list[Tool], spec: EnvelopeSpec, lark_text: str, body_lark: str,
+                 args_nodes: dict, call_rules: dict, dialect: Dialect, relaxations: list[Relaxation],
+                 options: dict):
+        self.tools = tools
+        self.format = spec.format
+        self.trigger = spec.trigger
+        self.lark = lark_text
+        self.body_lark = body_lark
+        self.dialect = dialect
+        self.relaxations = relaxations
+        self.options = options
+        self._args_nodes = args_nodes
+        self._call_rules = call_rules  # rule name -> tool name
+        self._tools = {t.name: t for t in tools}
+
+    @property
+    def sha256(self) -> str:
+        return hashlib.sha256(self.lark.encode("utf-8")).hexdigest()
+
+    @property
+    def tool_names(self) -> list[str]:
+        return list(self._args_nodes)
+
+    def accepts(self, text: str) -> bool:
+        try:
+            lark_parser(self.lark).parse(text)
+            return True
+        except Exception:
+            return False
+
+    def parse(self, text: str, *, validate: bool = True) -> list[ToolCall]:
+        """Text the grammar accepts -> `ToolCall`s, each checked with jsonschema against its tool (a failing
+        call carries `.error` and is not `.valid`). Text the grammar rejects raises GrammarMismatchError."""
+        import lark
+        try:
+            tree = lark_parser(self.lark).parse(text)
+        except lark.exceptions.LarkError as e:
+            first = str(e).strip().splitlines()[0][:200]
+            raise GrammarMismatchError(f"not a valid {self.format} tool call for these tools: {first}") from None
+        calls = []
+        for sub in tree.iter_subtrees_topdown():
+            name = self._call_rules.get(sub.data)
+            if name is None:
+                continue
+            span = text[sub.meta.start_pos:sub.meta.end_pos]
+            calls.append(ToolCall(name=name, arguments=self._arguments(span)))
+        if validate:
+            for call in calls:
+                call.error = self.check(call)
+        return calls
+
+    def _arguments(self, span: str) -> dict:
+        if self.format == "python":
+            call = ast.parse(span.strip(), mode="eval").body
+            return {kw.arg: _py_literal(kw.value) for kw in call.keywords}
+        return json.loads(span)["arguments"]
+
+    def check(self, call: ToolCall | tuple) -> str | None:
+        """jsonschema's verdict on one call: None if valid, else a one-line reason naming the path."""
+        name, args = (call.name, call.arguments) if isinstance(call, ToolCall) else call
+        tool = self._tools.get(name)
+        if tool is None:
+            return f"unknown function {name!r}"
+        err = jsonschema.exceptions.best_match(_validator(json.dumps(tool.parameters)).iter_errors(args))
+        if err is None:
+            return None
+        where = "/".join(str(p) for p in err.absolute_path) or "(arguments)"
+        return f"{name}: {where}: {err.message} (keyword {err.validator!r})"
+
+    def render(self, calls: Iterable[ToolCall | tuple]) -> str:
+        """Canonical text of a list of calls, trigger included, so `accepts(render(calls))` for valid calls."""
+        r = Renderer(self.dialect)
+        parts = []
+        for call in calls:
+            name, args = (call.name, call.arguments) if isinstance(call, ToolCall) else call
+            if name not in self._args_nodes:
+                raise ConstrainedFCError(f"cannot render a call to {name!r}: not among this grammar's tools")
+            node = self._args_nodes[name]
+            if self.format == "python":
+                parts.append(f"{name}({r.render(node, args, kwargs=True)})")
+            else:
+                body = f'{{"name": {json.dumps(name, ensure_ascii=False)}, "arguments": {r.render(node, args)}}}'
+                parts.append(body)
+        if not parts:
+            raise ConstrainedFCError("cannot render an empty list of calls")
+        if self.format == "hermes":
+            return "\n".join(f"<tool_call>\n{p}\n</tool_call>" for p in parts)
+        return self.trigger + "[" + ", ".join(parts) + "]"
+
+    def __repr__(self) -> str:
+        return f"ToolGrammar(format={self.format!r}, tools={len(self.tool_names)}, lines={len(self.lark.splitlines())})"
+
+
+@functools.lru_cache(maxsize=1024)
+def _validator(schema_json: str):
+    return jsonschema.Draft202012Validator(json.loads(schema_json))
+
+
+def _py_literal(node: ast.AST) -> Any:
+    value = ast.literal_eval(node)
+    return _lists(value)
+
+
+def _lists(value: Any) -> Any:
+    if isinstance(value, tuple):
+        return [_lists(v) for v in value]
+    if isinstance(value, list):
+        return [_lists(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _lists(v) for k, v in value.items()}
+    return value
+
+
+def compile_tools(tools: Sequence[Any], *, format: str = "mistral", parallel: bool = True,
+                  tool_choice: Any = "auto", whitespace: str = "canonical", strict: bool = False,
+                  max_calls: int | None = None, max_string_length: int | None = None,
+                  warn: bool = True) -> ToolGrammar:
+    """Compile tools (OpenAI, Mistral/bare or BFCL dialect) into the call grammar of one chat format.
+
+    parallel: several calls per turn (False: exactly one). tool_choice: "auto"/"required"/"none" give the same
+    grammar (the runtime decides when it applies); a function name (or OpenAI's {"type": "function", ...})
+    restricts it to that tool. max_calls bounds calls per turn. max_string_length bounds strings that declare
+    no maxLength. Tool arguments are closed objects: undeclared keys are rejected unless a schema says
+    `additionalProperties`. strict=True raises on a keyword the grammar cannot express instead of relaxing it."""
+    if format not in ENVELOPES:
+        raise ConstrainedFCError(f"unknown format {format!r}; expected one of {FORMATS}")
+    spec = ENVELOPES[format]
+    norm = normalize_tools(tools)
+    forced = tool_choice_name(tool_choice)
+    if forced is not None:
+        if forced not in {t.name for t in norm}:
+            raise ToolSchemaError(f"tool_choice names {forced!r}, which is not among the tools "
+                                  f"({', '.join(t.name for t in norm) or 'none'})", tool=forced,
+                                  keyword="tool_choice")
+        selected = [t for t in norm if t.name == forced]
+    else:
+        selected = norm
+    if max_calls is not None and max_calls < 1:
+        raise ConstrainedFCError("max_calls must be at least 1")
+    dialect = Dialect(spec.dialect, whitespace)
+    em = LarkEmitter(dialect)
+    relaxations: list[Relaxation] = []
+    args_nodes = {}
+    call_rules = {}
+    call_lines = []
+    for tool in selected:
+        hint = rule_name(tool.name)
+        policy = Policy(strict=strict, closed_objects=True, max_string_length=max_string_length, tool=tool.name)
+        builder = IRBuilder(tool.parameters, policy, path_prefix=("parameters",))
+        node = builder.build(f"{hint}_args")
+        relaxations.extend(Relaxation(f"{tool.name}: {r.path}", r.keyword, r.detail) for r in builder.relaxations)
+        if isinstance(node, NeverNode):
+            raise ToolSchemaError("the parameters schema accepts no value at all", tool=tool.name,
+                                  path=("parameters",))
+        if format == "python":
+            if not isinstance(node, ObjectNode):
+                raise ToolSchemaError("the python format needs plain object parameters", tool=tool.name,
+                                      path=("parameters",), keyword="type")
+            for p in node.props:
+                if not _PY_IDENT.fullmatch(p.key):
+                    raise ToolSchemaError(f"property {p.key!r} is not a Python identifier (python format)",
+                                          tool=tool.name, path=("parameters", "properties", p.key))
+            args = em.rule(f"{hint}_args", em.object_body(node, kwargs=True), name=em.fresh(f"{hint}_args"))
+            body = f'{lark_literal(tool.name + "(")} {args} ")"'
+        else:
+            args = em.expr(node)
+            if dialect.flexible:
+                body = (f'{em.open("{")} "\\"name\\"" {em.sep(":")} {lark_literal(json.dumps(tool.name))} '
+                        f'{em.sep(",")} "\\"arguments\\"" {em.sep(":")} {args} {em.close("}")}')
+            else:
+                head = '{"name": ' + json.dumps(tool.name) + ', "arguments": '
+                body = f'{lark_literal(head)} {args} "}}"'
+        call_rule = em.fresh(f"call_{hint}")
+        em.rules[call_rule] = body
+        call_rules[call_rule] = tool.name
+        call_lines.append(call_rule)
+        args_nodes[tool.name] = node
+
+    head_vars = _envelope_vars(format, em, call_lines, parallel, max_calls)
+    template = load_template(f"{format}.lark")
+    head_full = template.substitute(trigger=lark_literal(spec.trigger) if spec.trigger else "", **head_vars)
+    head_body = template.substitute(trigger="", **head_vars)
+    if not call_lines:
+        raise ToolSchemaError("no tools to call: the tools list is empty", keyword="tools")
+    text = em.text(head_full)
+    body_text = em.text(head_body)
+    if warn:
+        warn_relaxed(relaxations, "tools")
+    options = dict(format=format, parallel=parallel, tool_choice=tool_choice, whitespace=whitespace,
+                   strict=strict, max_calls=max_calls, max_string_length=max_string_length)
+    return ToolGrammar(norm, spec, text, body_text, args_nodes, call_rules, dialect, relaxations, options)
+
+
+def _envelope_vars(format: str, em: LarkEmitter, call_rules: list, parallel: bool, max_calls: int | None) -> dict:
+    most = 1 if not parallel else max_calls
+    if format == "hermes":
+        block = '"\\n<tool_call>\\n" tool_call "\\n</tool_call>"'
+        if most == 1:
+            more = ""
+        elif most is None:
+            more = f"({block})*"
+        else:
+            more = f"({block})~0..{most - 1}"
+        return dict(more_calls=more, call_alternatives=" | ".join(call_rules))
+    comma = em.sep(",")
+    if most == 1:
+        calls = "tool_call"
+    elif most is None:
+        calls = f"tool_call ({comma} tool_call)*"
+    else:
+        calls = f"tool_call ({comma} tool_call)~0..{most - 1}"
+    out = dict(calls=calls, call_alternatives=" | ".join(call_rules))
+    if format == "mistral":
+        # Flexible whitespace also admits a space after the trigger token, as some Mistral models write.
+        out.update(lbrack=("WS? " if em.d.flexible else "") + em.open("["), rbrack=em.close("]"))
+    return out

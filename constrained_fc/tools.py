@@ -1,0 +1,165 @@
+"""Stage 1: normalise tool definitions from the OpenAI, Mistral and BFCL dialects into one `Tool` type."""
+from __future__ import annotations
+
+import copy
+import json
+import re
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Mapping
+
+import jsonschema
+
+from .errors import ToolSchemaError
+
+NAME_RE = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+
+# BFCL's dialect names Python types; its own converter maps them like this. "any" and an empty type mean
+# "no type constraint" here (BFCL maps them to string, which would reject valid non-string arguments).
+_BFCL_TYPES = {"dict": "object", "float": "number", "tuple": "array", "int": "integer", "str": "string",
+               "bool": "boolean", "list": "array"}
+_BFCL_ANY = ("any", "")  # BFCL's "anything goes"; any other unknown name stays and fails the metaschema
+# Keywords whose values are themselves schemas (or maps / lists of schemas): the BFCL conversion walks them.
+_SCHEMA_MAPS = ("properties", "patternProperties", "$defs", "definitions", "dependentSchemas")
+_SCHEMA_LISTS = ("anyOf", "oneOf", "allOf", "prefixItems")
+_SCHEMA_ONE = ("items", "additionalProperties", "not", "if", "then", "else", "contains", "propertyNames",
+               "unevaluatedProperties", "unevaluatedItems", "additionalItems")
+
+_META_VALIDATOR = jsonschema.Draft202012Validator(jsonschema.Draft202012Validator.META_SCHEMA)
+
+
+@dataclass(frozen=True)
+class Tool:
+    """One callable tool: a name, a description and a JSON Schema (draft 2020-12) for its arguments."""
+
+    name: str
+    parameters: dict
+    description: str = ""
+    strict: bool = False
+
+    def to_openai(self) -> dict:
+        fn = {"name": self.name, "description": self.description, "parameters": self.parameters}
+        return {"type": "function", "function": fn}
+
+
+def _new_call_id() -> str:
+    return "call_" + uuid.uuid4().hex[:12]
+
+
+@dataclass
+class ToolCall:
+    """A parsed call. `error` is set when the arguments fail the tool's JSON Schema; such a call is never
+    presented as valid (`valid` is False) and is never executed by `run_agent`."""
+
+    name: str
+    arguments: dict
+    id: str = field(default_factory=_new_call_id)
+    error: str | None = None
+
+    @property
+    def valid(self) -> bool:
+        return self.error is None
+
+    def to_openai(self) -> dict:
+        return {"id": self.id, "type": "function",
+                "function": {"name": self.name, "arguments": json.dumps(self.arguments, ensure_ascii=False)}}
+
+
+def _bfcl_to_json_schema(schema: Any) -> Any:
+    """Rewrite BFCL's Python type names into JSON Schema, recursively; a standard schema passes unchanged."""
+    if not isinstance(schema, dict):
+        return schema
+    out = dict(schema)
+    t = out.get("type")
+    if isinstance(t, str):
+        if t in _BFCL_TYPES:
+            out["type"] = _BFCL_TYPES[t]
+        elif t in _BFCL_ANY:
+            del out["type"]
+    elif isinstance(t, list):
+        if any(x in _BFCL_ANY for x in t):
+            del out["type"]
+        else:
+            out["type"] = list(dict.fromkeys(_BFCL_TYPES.get(x, x) for x in t))
+    # BFCL marks optional properties on the property itself; JSON Schema uses the parent's `required`.
+    if isinstance(out.get("optional"), bool):
+        del out["optional"]
+    for key in _SCHEMA_MAPS:
+        if isinstance(out.get(key), dict):
+            out[key] = {k: _bfcl_to_json_schema(v) for k, v in out[key].items()}
+    for key in _SCHEMA_LISTS:
+        if isinstance(out.get(key), list):
+            out[key] = [_bfcl_to_json_schema(v) for v in out[key]]
+    for key in _SCHEMA_ONE:
+        if key in out:
+            out[key] = _bfcl_to_json_schema(out[key])
+    if out.get("type") == "array" and isinstance(out.get("items"), list):  # draft-4 tuple form
+        out["prefixItems"] = out.pop("items")
+    return out
+
+
+def _check_metaschema(schema: dict, tool: str, base_path: tuple) -> None:
+    err = jsonschema.exceptions.best_match(_META_VALIDATOR.iter_errors(schema))
+    if err is not None:
+        raise ToolSchemaError(f"not a valid JSON Schema: {err.message}", tool=tool,
+                              path=base_path + tuple(err.absolute_path), keyword=err.validator)
+
+
+def _unwrap(raw: Any, index: int) -> tuple[Mapping, tuple]:
+    """Return the function definition inside any accepted wrapper, and the path prefix it sits at."""
+    if not isinstance(raw, Mapping):
+        raise ToolSchemaError(f"a tool must be a JSON object, got {type(raw).__name__}", tool=f"#{index}")
+    if raw.get("type") == "function" and isinstance(raw.get("function"), Mapping):
+        return raw["function"], ("function",)
+    if "function" in raw and isinstance(raw["function"], Mapping) and "name" not in raw:
+        return raw["function"], ("function",)
+    return raw, ()
+
+
+def normalize_tool(raw: Any, index: int = 0) -> Tool:
+    """One tool in any accepted form -> `Tool`, or a `ToolSchemaError` naming the tool, path and keyword."""
+    fn, prefix = _unwrap(raw, index)
+    name = fn.get("name")
+    if not isinstance(name, str) or not NAME_RE.fullmatch(name):
+        raise ToolSchemaError(f"tool name {name!r} must match [A-Za-z0-9_.-]{{1,64}}", tool=f"#{index}",
+                              path=prefix + ("name",), keyword="name")
+    params = fn.get("parameters", {"type": "object", "properties": {}})
+    ppath = prefix + ("parameters",)
+    if params is None:
+        params = {"type": "object", "properties": {}}
+    if not isinstance(params, dict):
+        raise ToolSchemaError("parameters must be an object schema", tool=name, path=ppath, keyword="type")
+    params = _bfcl_to_json_schema(copy.deepcopy(params))
+    if "type" not in params and ("properties" in params or not params):
+        params["type"] = "object"
+    if params.get("type") != "object":
+        raise ToolSchemaError(f"parameters must be an object schema, got type {params.get('type')!r}",
+                              tool=name, path=ppath, keyword="type")
+    _check_metaschema(params, name, ppath)
+    description = fn.get("description") or ""
+    if not isinstance(description, str):
+        raise ToolSchemaError("description must be a string", tool=name, path=prefix + ("description",),
+                              keyword="description")
+    return Tool(name=name, parameters=params, description=description, strict=bool(fn.get("strict", False)))
+
+
+def normalize_tools(tools: Iterable[Any] | str) -> list[Tool]:
+    """Accept a list of tools (OpenAI, bare/Mistral or BFCL dialect, or `Tool` objects; also a JSON string)
+    and return `Tool`s. Duplicate names are an error: a call must name exactly one tool."""
+    if isinstance(tools, str):
+        try:
+            tools = json.loads(tools)
+        except json.JSONDecodeError as e:
+            raise ToolSchemaError(f"tools are not valid JSON: {e}") from None
+    if isinstance(tools, Mapping):
+        tools = tools.get("tools", tools.get("functions", [tools]))
+    out: list[Tool] = []
+    seen: dict[str, int] = {}
+    for i, raw in enumerate(tools):
+        tool = raw if isinstance(raw, Tool) else normalize_tool(raw, i)
+        if tool.name in seen:
+            raise ToolSchemaError(f"duplicate tool name (also tool #{seen[tool.name]})", tool=tool.name,
+                                  path=(i, "name"), keyword="name")
+        seen[tool.name] = i
+        out.append(tool)
+    return out
