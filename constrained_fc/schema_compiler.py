@@ -423,8 +423,20 @@ class Renderer:
 
 
 # ---------------------------------------------------------------------------------------------- Grammar
+_UNQUOTED_TERMINAL = re.compile(r"^([A-Z][A-Z0-9_]*): /([^\"].*)/$", re.M)
+
+
 @functools.lru_cache(maxsize=128)
 def lark_parser(text: str) -> lark.Lark:
+    """The Python-side parser of a grammar text. lark's Earley lexer keeps the first match a terminal's regex
+    finds, not the longest (llguidance's lexer takes the longest), so an integer range such as
+    `[1-9][0-9]?|1[0-1][0-9]` would stop at "11" in "119". Numeric (unquoted) terminals therefore get a
+    trailing look-ahead here, which makes `re` backtrack into the longer alternative. Quoted terminals end
+    at their closing quote, which already fixes their length."""
+    def longest(m):
+        numeric = "[0-9]" in m[2] or "[1-9]" in m[2]
+        return f"{m[1]}: /(?:{m[2]})(?![0-9.eE+-])/" if numeric else m[0]
+    text = _UNQUOTED_TERMINAL.sub(longest, text)
     return lark.Lark(text, start="start", parser="earley", lexer="dynamic", propagate_positions=True)
 
 
@@ -482,12 +494,13 @@ def warn_relaxed(relaxations: list[Relaxation], what: str) -> None:
 
 
 def compile_schema(schema: Any, *, strict: bool = False, whitespace: str = "canonical",
-                   registry=None, warn: bool = True) -> Grammar:
+                   assert_formats: bool = False, registry=None, warn: bool = True) -> Grammar:
     """Compile a JSON Schema (draft 2020-12) into a `Grammar` whose language is the canonical JSON text of
-    the schema's valid values. Objects stay open unless the schema closes them, as JSON Schema says.
-    `registry` (a `referencing.Registry`) supplies documents for remote `$ref`s."""
+    the schema's valid values. It follows JSON Schema itself: objects stay open unless the schema closes them,
+    and `format` is an annotation unless `assert_formats=True` (then date, time, date-time, email, uuid, uri,
+    ipv4, ipv6 and hostname are enforced). `registry` (a `referencing.Registry`) supplies remote `$ref`s."""
     dialect = Dialect("json", whitespace)
-    builder = IRBuilder(schema, Policy(strict=strict), registry=registry)
+    builder = IRBuilder(schema, Policy(strict=strict, assert_formats=assert_formats), registry=registry)
     node = builder.build("value")
     emitter = LarkEmitter(dialect)
     top = emitter.expr(node)

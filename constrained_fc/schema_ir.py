@@ -163,7 +163,7 @@ _ANNOTATIONS = {"title", "description", "default", "examples", "$comment", "depr
                 "contentMediaType", "contentEncoding", "contentSchema", "format"}
 
 
-def merge_schemas(a: Any, b: Any) -> Any:
+def merge_schemas(a: Any, b: Any, dropped: list | None = None) -> Any:
     """A schema accepting at least every value both `a` and `b` accept (their intersection, or a superset of
     it where exact intersection is not expressible). Used for `allOf` and to push sibling keywords into
     `anyOf`/`oneOf` branches; superset-only, so a merge never causes a false reject."""
@@ -187,7 +187,7 @@ def merge_schemas(a: Any, b: Any) -> Any:
         elif k in ("properties", "patternProperties", "$defs", "definitions"):
             merged = dict(w)
             for pk, pv in v.items():
-                merged[pk] = merge_schemas(merged[pk], pv) if pk in merged else pv
+                merged[pk] = merge_schemas(merged[pk], pv, dropped) if pk in merged else pv
             out[k] = merged
         elif k == "required":
             out[k] = list(dict.fromkeys(list(w) + list(v)))
@@ -200,11 +200,17 @@ def merge_schemas(a: Any, b: Any) -> Any:
             out[k] = max(w, v)
         elif k in _MAX_KEYS:
             out[k] = min(w, v)
-        elif k in ("items", "additionalProperties", "unevaluatedProperties", "contains", "propertyNames"):
-            out[k] = merge_schemas(w, v)
+        elif k in ("unevaluatedProperties", "unevaluatedItems"):
+            # What counts as "evaluated" differs on each side; dropping the keyword is the safe superset.
+            if w != v:
+                del out[k]
+                if dropped is not None:
+                    dropped.append(k)
+        elif k in ("items", "additionalProperties", "contains", "propertyNames"):
+            out[k] = merge_schemas(w, v, dropped)
         elif k == "prefixItems":
             n = max(len(w), len(v))
-            out[k] = [merge_schemas(w[i] if i < len(w) else True, v[i] if i < len(v) else True)
+            out[k] = [merge_schemas(w[i] if i < len(w) else True, v[i] if i < len(v) else True, dropped)
                       for i in range(n)]
         elif k in ("anyOf", "oneOf", "allOf"):
             # Keep one side in place and nest the other: compiling distributes/merges it in turn.
@@ -220,6 +226,7 @@ class Policy:
     strict: bool = False
     closed_objects: bool = False  # tool arguments: objects with declared properties reject undeclared keys
     max_string_length: int | None = None  # bound for strings that declare no maxLength
+    assert_formats: bool = False  # 2020-12 makes `format` an annotation unless a vocabulary asserts it
     tool: str | None = None  # for error messages
 
 
@@ -290,7 +297,7 @@ class IRBuilder:
                 return self._ref_node(schema[ref_key], path + (ref_key,), hint, resolver)
             # A $ref beside other keywords means both apply (2020-12): an allOf.
             resolved = self._lookup(schema[ref_key], path + (ref_key,), resolver)
-            schema = merge_schemas({k: v for k, v in schema.items() if k != ref_key}, resolved.contents)
+            schema = self._merge({k: v for k, v in schema.items() if k != ref_key}, resolved.contents, path)
             if schema is False:
                 return NeverNode()
             return self.node(schema, path, hint, resolver)
@@ -298,7 +305,7 @@ class IRBuilder:
             merged = {k: v for k, v in schema.items() if k != "allOf"}
             for i, sub in enumerate(schema["allOf"]):
                 sub = self._expand_ref(sub, path + ("allOf", i), resolver)
-                merged = merge_schemas(merged, sub)
+                merged = self._merge(merged, sub, path)
                 if merged is False:
                     return NeverNode()
             return self.node(merged, path, hint, resolver)
@@ -311,7 +318,7 @@ class IRBuilder:
                 options = []
                 for i, sub in enumerate(schema[key]):
                     if constrained:
-                        sub = merge_schemas(rest, self._expand_ref(sub, path + (key, i), resolver))
+                        sub = self._merge(rest, self._expand_ref(sub, path + (key, i), resolver), path)
                     options.append(self.node(sub, path + (key, i), f"{hint}_{i}" if i else hint, resolver))
                 return _union(options, hint)
         for kw, detail in _RELAXED_ALWAYS.items():
@@ -335,12 +342,19 @@ class IRBuilder:
             return AnyNode()
         return _union(branches, hint)
 
+    def _merge(self, a, b, path):
+        dropped: list = []
+        out = merge_schemas(a, b, dropped)
+        for kw in dict.fromkeys(dropped):
+            self.relax(path, kw, "differs between merged subschemas; relaxed")
+        return out
+
     def _expand_ref(self, sub, path, resolver, depth: int = 0):
         """Inline a top-level $ref so that allOf/anyOf merging sees the target's keywords."""
         while isinstance(sub, dict) and "$ref" in sub and depth < 16:
             resolved = self._lookup(sub["$ref"], path + ("$ref",), resolver)
             rest = {k: v for k, v in sub.items() if k != "$ref"}
-            sub = merge_schemas(rest, resolved.contents) if rest else resolved.contents
+            sub = self._merge(rest, resolved.contents, path) if rest else resolved.contents
             depth += 1
         return sub
 
@@ -437,14 +451,15 @@ class IRBuilder:
             except rx.UnsupportedPattern as e:
                 self.relax(path + ("pattern",), "pattern", f"unsupported regex construct: {e}")
         fmt = schema.get("format")
-        if isinstance(fmt, str):
+        if isinstance(fmt, str) and self.policy.assert_formats:
             regex = rx.format_regex(fmt)
             if regex is not None:
                 if "minLength" in schema or hi is not None:
                     self.relax(path, "maxLength" if hi is not None else "minLength",
                                "length bounds are not combined with a format")
                 return ScalarNode("string", regex, hint=fmt.replace("-", "_"))
-            # Unknown formats are annotations in 2020-12: nothing to enforce.
+            if fmt in jsonschema.Draft202012Validator.FORMAT_CHECKER.checkers:
+                self.relax(path, "format", f"format {fmt!r} is not expressed in the grammar")
         default_bound = hi is None and self.policy.max_string_length is not None
         if default_bound:
             hi = max(self.policy.max_string_length, lo)
@@ -490,10 +505,14 @@ class IRBuilder:
         if "additionalProperties" in schema:
             ap = schema["additionalProperties"]
         elif "unevaluatedProperties" in schema:
-            # After allOf merging every declared property counts as evaluated, so this acts like
-            # additionalProperties on the merged schema.
+            # After allOf/$ref merging every declared property counts as evaluated, so this acts like
+            # additionalProperties on the merged schema. Keywords that evaluate properties conditionally
+            # (dependentSchemas, if/then/else) or a $ref's own scope make that approximate: noted as relaxed.
             ap = schema["unevaluatedProperties"]
-        elif self.policy.closed_objects and (props_schema or pattern_props):
+            if any(k in schema for k in ("dependentSchemas", "if", "then", "else")):
+                ap = True
+            self.relax(path, "unevaluatedProperties", "approximated as additionalProperties after merging")
+        elif self.policy.closed_objects and ("properties" in schema or pattern_props):
             ap = False
         else:
             ap = True
@@ -505,6 +524,9 @@ class IRBuilder:
             if isinstance(pnode, NeverNode):
                 if req:
                     return NeverNode()
+                if ap is not False:
+                    self.relax(path + ("properties", key), "properties",
+                               "no value is valid here, but undeclared keys cannot exclude this name")
                 continue
             props.append(Prop(key, pnode, req))
         for key in required:
@@ -540,6 +562,8 @@ class IRBuilder:
             extra = self.node(ap, path + ("additionalProperties",), f"{hint}_extra", resolver)
             if isinstance(extra, NeverNode):
                 extra = None
+            elif self.policy.max_string_length is not None:
+                extra_key = rx.string_regex(0, self.policy.max_string_length)
         return ObjectNode(props, extra, extra_key, hint=hint)
 
 

@@ -154,7 +154,9 @@ class ToolGrammar:
 
 @functools.lru_cache(maxsize=1024)
 def _validator(schema_json: str):
-    return jsonschema.Draft202012Validator(json.loads(schema_json))
+    # Formats are asserted for tool arguments (the grammar enforces them too), as OpenAI's strict mode does.
+    return jsonschema.Draft202012Validator(json.loads(schema_json),
+                                          format_checker=jsonschema.Draft202012Validator.FORMAT_CHECKER)
 
 
 def _py_literal(node: ast.AST) -> Any:
@@ -182,7 +184,7 @@ def compile_tools(tools: Sequence[Any], *, format: str = "mistral", parallel: bo
     grammar (the runtime decides when it applies); a function name (or OpenAI's {"type": "function", ...})
     restricts it to that tool. max_calls bounds calls per turn. max_string_length bounds strings that declare
     no maxLength. Tool arguments are closed objects: undeclared keys are rejected unless a schema says
-    `additionalProperties`. strict=True raises on a keyword the grammar cannot express instead of relaxing it."""
+    `additionalProperties`; string formats (date, email, uuid, ...) are enforced. strict=True raises on a keyword the grammar cannot express instead of relaxing it."""
     if format not in ENVELOPES:
         raise ConstrainedFCError(f"unknown format {format!r}; expected one of {FORMATS}")
     spec = ENVELOPES[format]
@@ -206,7 +208,8 @@ def compile_tools(tools: Sequence[Any], *, format: str = "mistral", parallel: bo
     call_lines = []
     for tool in selected:
         hint = rule_name(tool.name)
-        policy = Policy(strict=strict, closed_objects=True, max_string_length=max_string_length, tool=tool.name)
+        policy = Policy(strict=strict, closed_objects=True, max_string_length=max_string_length,
+                        assert_formats=True, tool=tool.name)
         builder = IRBuilder(tool.parameters, policy, path_prefix=("parameters",))
         node = builder.build(f"{hint}_args")
         relaxations.extend(Relaxation(f"{tool.name}: {r.path}", r.keyword, r.detail) for r in builder.relaxations)

@@ -245,7 +245,7 @@ KEYWORD_CASES = [
 
 @pytest.mark.parametrize("schema, valid, invalid", KEYWORD_CASES)
 def test_keywords(schema, valid, invalid):
-    g = compile_schema(schema)
+    g = compile_schema(schema, assert_formats=True)
     assert llg_ok(g.lark)
     for v in valid:
         assert g.accepts_value(v), (v, g.render(v), g.lark)
@@ -260,6 +260,12 @@ def test_compile_schema_objects_stay_open_but_tools_are_closed():
     assert not g.accepts('[TOOL_CALLS][{"name": "f", "arguments": {"a": "x", "b": 1}}]')
     open_tool = {"name": "f", "parameters": dict(params, additionalProperties=True)}
     assert compile_tools([open_tool]).accepts('[TOOL_CALLS][{"name": "f", "arguments": {"a": "x", "b": 1}}]')
+
+
+def test_formats_are_annotations_unless_asserted():
+    schema = {"type": "string", "format": "date"}
+    assert compile_schema(schema).accepts_value("yesterday")  # JSON Schema 2020-12 default
+    assert not compile_schema(schema, assert_formats=True).accepts_value("yesterday")
 
 
 def test_render_orders_keys_by_schema():

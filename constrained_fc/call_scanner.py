@@ -1,0 +1,121 @@
+"""An incremental, string-aware scan of call-list text as it is generated: where each call starts and ends,
+its name, and its argument text so far. The decoding loop uses it to stream OpenAI-style deltas and to spot
+a call identical to an earlier one the moment it completes. The grammar has already guaranteed the syntax;
+this only tracks brackets outside strings."""
+from __future__ import annotations
+
+import ast
+import json
+import re
+from dataclasses import dataclass
+
+_OPEN = {"{": "}", "[": "]", "(": ")"}
+_NAME_RE = re.compile(r'\{\s*"name"\s*:\s*"((?:[^"\\]|\\.)*)"\s*,\s*"arguments"\s*:\s*')
+
+
+@dataclass
+class CallSpan:
+    start: int
+    end: int | None = None  # one past the call's last character, once complete
+
+    @property
+    def complete(self) -> bool:
+        return self.end is not None
+
+
+class CallScanner:
+    """Feed it the text after the trigger, growing; read `.calls`. Formats: mistral (`[{...}, {...}]`),
+    hermes (`\\n{...}\\n</tool_call>` blocks), python (`[f(a=1), g(b=2)]`)."""
+
+    def __init__(self, format: str):
+        self.format = format
+        self.call_depth = 0 if format == "hermes" else 1
+        self.text = ""
+        self.calls: list[CallSpan] = []
+        self._pos = 0
+        self._depth = 0
+        self._in_str = False
+        self._esc = False
+        self._checked = 0
+
+    def feed(self, text: str) -> None:
+        if not text.startswith(self.text[:self._pos]):
+            # The text changed under us (a rollback): rescan from scratch.
+            self.__init__(self.format)
+        self.text = text
+        for i in range(self._pos, len(text)):
+            ch = text[i]
+            if self._in_str:
+                if self._esc:
+                    self._esc = False
+                elif ch == "\\":
+                    self._esc = True
+                elif ch == '"':
+                    self._in_str = False
+                continue
+            if ch == '"':
+                self._in_str = True
+                continue
+            starts_call = self._depth == self.call_depth and (
+                ch == "{" if self.format != "python" else (ch.isalnum() or ch in "_."))
+            if starts_call and (not self.calls or self.calls[-1].complete):
+                self.calls.append(CallSpan(i))
+            if ch in _OPEN:
+                self._depth += 1
+            elif ch in "}])":
+                self._depth -= 1
+                if self._depth == self.call_depth and self.calls and not self.calls[-1].complete:
+                    self.calls[-1].end = i + 1
+        self._pos = len(text)
+
+    def call_text(self, span: CallSpan) -> str:
+        return self.text[span.start:span.end if span.end is not None else len(self.text)]
+
+    def name(self, span: CallSpan) -> str | None:
+        text = self.call_text(span)
+        if self.format == "python":
+            i = text.find("(")
+            return text[:i] if i > 0 else None
+        m = _NAME_RE.match(text)
+        return json.loads(f'"{m.group(1)}"') if m else None
+
+    def arguments_text(self, span: CallSpan) -> str:
+        """The argument text written so far (JSON object text, or Python keyword arguments)."""
+        text = self.call_text(span)
+        if self.format == "python":
+            i = text.find("(")
+            if i < 0:
+                return ""
+            body = text[i + 1:]
+            return body[:-1] if span.complete else body
+        m = _NAME_RE.match(text)
+        if not m:
+            return ""
+        body = text[m.end():]
+        return body[:-1].rstrip() if span.complete else body
+
+    def key(self, span: CallSpan):
+        """A comparable identity of a complete call: (name, canonical arguments)."""
+        name = self.name(span)
+        args = self.arguments_text(span)
+        try:
+            if self.format == "python":
+                value = {kw.arg: ast.literal_eval(kw.value)
+                         for kw in ast.parse(f"f({args})", mode="eval").body.keywords}
+            else:
+                value = json.loads(args)
+        except (ValueError, SyntaxError):
+            return (name, args)
+        return (name, json.dumps(value, sort_keys=True))
+
+    def new_duplicate(self) -> int | None:
+        """Index of a call completed since the last look that is identical to an earlier one in this turn
+        (the scanner may already be inside the next call when a token closes one call and opens another)."""
+        done = [c for c in self.calls if c.complete]
+        fresh = range(self._checked, len(done))
+        self._checked = len(done)
+        keys = [self.key(c) for c in done]
+        for i in fresh:
+            if keys[i] in keys[:i]:
+                return i
+        return None

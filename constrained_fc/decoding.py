@@ -1,0 +1,305 @@
+"""Stage 5: our own decoding loop. Free text until the trigger; then every token is masked by the grammar and
+the tokens it forces are fed in ONE forward pass (fast-forward) through the KV cache; the call list ends when
+the grammar completes, when `max_calls` is reached, or when the model starts to repeat an earlier call (the
+matcher is rolled back to the separator and the list is closed instead)."""
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any, Iterator
+
+import torch
+from transformers import DynamicCache
+
+from .call_scanner import CallScanner
+from .errors import ConstrainedFCError
+from .logits_processor import DEFAULT_MAX_CALLS, DEFAULT_MAX_STRING_LENGTH, CallPlan
+from .matcher import allocate_bitmask, apply_bitmask
+from .reply import parse_body
+from .tools import ToolCall
+
+
+@dataclass
+class Stats:
+    prompt_tokens: int = 0
+    tokens_generated: int = 0  # every new token, sampled or forced
+    tokens_forced: int = 0  # tokens the grammar forced (no sampling needed)
+    forward_passes: int = 0  # prompt pass included
+    prompt_ms: float = 0.0
+    decode_ms: float = 0.0
+    mask_us_per_token: float = 0.0
+    duplicates_dropped: int = 0
+
+    @property
+    def forced_share(self) -> float:
+        return self.tokens_forced / self.tokens_generated if self.tokens_generated else 0.0
+
+
+@dataclass
+class Result:
+    content: str
+    tool_calls: list = field(default_factory=list)  # list[ToolCall]; check `.valid` / `.error`
+    finish_reason: str = "stop"  # "stop" | "tool_calls" | "length"
+    stats: Stats = field(default_factory=Stats)
+    text: str = ""  # the raw generated text, trigger included
+
+    @property
+    def valid_calls(self) -> list[ToolCall]:
+        return [c for c in self.tool_calls if c.valid]
+
+    def to_message(self) -> dict:
+        msg: dict[str, Any] = {"role": "assistant", "content": self.content or None}
+        if self.tool_calls:
+            msg["tool_calls"] = [c.to_openai() for c in self.tool_calls]
+        return msg
+
+    def to_dict(self) -> dict:
+        return {"content": self.content, "finish_reason": self.finish_reason, "text": self.text,
+                "tool_calls": [{"id": c.id, "name": c.name, "arguments": c.arguments, "error": c.error}
+                               for c in self.tool_calls],
+                "stats": dict(asdict(self.stats), forced_share=self.stats.forced_share)}
+
+
+def _sample(logits: torch.Tensor, do_sample: bool, temperature: float, top_p: float, gen) -> int:
+    if not do_sample or temperature <= 0:
+        return int(torch.argmax(logits))
+    probs = torch.softmax(logits / temperature, dim=-1)
+    if top_p < 1.0:
+        sorted_p, idx = torch.sort(probs, descending=True)
+        keep = torch.cumsum(sorted_p, dim=-1) - sorted_p < top_p
+        probs = torch.zeros_like(probs).scatter_(0, idx[keep], sorted_p[keep])
+    return int(torch.multinomial(probs, 1, generator=gen))
+
+
+def generate(model, tokenizer, messages, tools, *, tool_choice: Any = "auto", format: str | None = None,
+             fast_forward: bool = True, max_new_tokens: int = 256, do_sample: bool = False,
+             temperature: float = 1.0, top_p: float = 1.0, stream: bool = False, parallel: bool = True,
+             max_calls: int | None = DEFAULT_MAX_CALLS,
+             max_string_length: int | None = DEFAULT_MAX_STRING_LENGTH, whitespace: str = "canonical",
+             seed: int | None = None):
+    """Generate one assistant turn. Returns a `Result`; with stream=True, an iterator of OpenAI-style deltas
+    (`{"content": ...}`, `{"tool_calls": [{"index", "id", "function": {"name" | "arguments"}}]}`) ending with
+    `{"finish_reason": ..., "result": Result}`.
+
+    fast_forward feeds the tokens the grammar forces in one forward pass; with False they are fed one pass
+    each. Both produce the same tokens. max_calls bounds calls per turn (default 8); max_string_length bounds
+    strings whose schema has no maxLength (default 128 characters), so a run-on string cannot eat the budget."""
+    run = _Decoder(model, tokenizer, messages, tools, tool_choice=tool_choice, format=format,
+                   fast_forward=fast_forward, max_new_tokens=max_new_tokens, do_sample=do_sample,
+                   temperature=temperature, top_p=top_p, parallel=parallel, max_calls=max_calls,
+                   max_string_length=max_string_length, whitespace=whitespace, seed=seed, stream=stream)
+    if stream:
+        return run.events()
+    for _ in run.events():
+        pass
+    return run.result
+
+
+class _Decoder:
+    def __init__(self, model, tokenizer, messages, tools, *, tool_choice, format, fast_forward, max_new_tokens,
+                 do_sample, temperature, top_p, parallel, max_calls, max_string_length, whitespace, seed, stream):
+        from .chat import render_prompt
+        self.model, self.tok = model, tokenizer
+        self.plan = CallPlan(tokenizer, tools, tool_choice=tool_choice, format=format, parallel=parallel,
+                             max_calls=max_calls, max_string_length=max_string_length, whitespace=whitespace)
+        tools_for_prompt = [t.to_openai() for t in self.plan.grammar.tools] if self.plan.grammar else tools
+        self.prompt = render_prompt(tokenizer, messages, tools_for_prompt or None)
+        self.fast_forward = fast_forward
+        self.max_new_tokens = max_new_tokens
+        self.sampling = (do_sample, temperature, top_p)
+        self.gen = torch.Generator().manual_seed(seed) if seed is not None else None
+        self.stream = stream
+        self.result: Result | None = None
+
+    # ----------------------------------------------------------------------------------------------------------
+    def _forward(self, ids: list[int]) -> torch.Tensor:
+        x = torch.tensor([ids], dtype=torch.long, device=self.model.device)
+        out = self.model(input_ids=x, past_key_values=self.cache, use_cache=True)
+        self.stats.forward_passes += 1
+        return out.logits[0, -1].float()
+
+    def events(self) -> Iterator[dict]:
+        tok, plan = self.tok, self.plan
+        self.stats = Stats()
+        prompt_ids = tok(self.prompt, add_special_tokens=False).input_ids
+        self.stats.prompt_tokens = len(prompt_ids)
+        self.cache = DynamicCache()
+        t0 = time.perf_counter()
+        with torch.inference_mode():
+            logits = self._forward(prompt_ids)
+        self.stats.prompt_ms = 1e3 * (time.perf_counter() - t0)
+        t1 = time.perf_counter()
+        self.text_ids: list[int] = []
+        self.body: list[int] = []
+        self.matcher = None
+        self.scanner = CallScanner(plan.format)
+        self._streamed_text = ""
+        self._stream_state: list[dict] = []
+        generated: list[int] = []
+        finish = "length"
+        pending: list[int] = []
+        n_vocab = logits.shape[-1]
+        bitmask = allocate_bitmask(1, n_vocab)
+        self.forced_flags: list[bool] = []  # parallel to `generated`: was the token forced?
+        if plan.constrained and plan.mode in ("required", "named"):
+            generated = list(plan.trigger_ids)
+            self.forced_flags += [True] * len(generated)
+            self._start_call(n_vocab)
+            generated += self._take_forced(len(generated))
+            pending = list(generated)
+        with torch.inference_mode():
+            while True:
+                if self.matcher is not None and self.matcher.done:
+                    finish = "tool_calls"
+                    break
+                if len(generated) >= self.max_new_tokens:
+                    break
+                if pending:
+                    logits = self._forward(pending)
+                    pending = []
+                forced = None
+                if self.matcher is not None and not self.fast_forward:
+                    ff = self.matcher.forced_tokens()
+                    forced = ff[0] if ff else None
+                if forced is not None:
+                    token = forced
+                else:
+                    if self.matcher is not None:
+                        self.matcher.fill_mask(bitmask, 0)
+                        apply_bitmask(logits.unsqueeze(0), bitmask)
+                    elif plan.mode == "none" and plan.trigger_id is not None:
+                        logits[plan.trigger_id] = float("-inf")
+                    token = _sample(logits, *self.sampling, self.gen)
+                generated.append(token)
+                self.forced_flags.append(forced is not None)
+                pending = [token]
+                if self.matcher is None:
+                    if token in plan.eos_ids:
+                        generated.pop()
+                        finish = "stop"
+                        break
+                    if token == plan.trigger_id and plan.constrained:
+                        self._start_call(n_vocab)
+                        more = self._take_forced(len(generated))
+                        generated += more
+                        pending += more
+                    else:
+                        self.text_ids.append(token)
+                        yield from self._text_deltas()
+                    continue
+                if not self.matcher.consume(token):
+                    raise ConstrainedFCError(f"llguidance refused token {token}: {self.matcher.error}")
+                self.body.append(token)
+                if self.fast_forward:
+                    more = self._take_forced(len(generated))
+                    generated += more
+                    pending += more
+                self.scanner.feed(tok.decode(self.body, skip_special_tokens=False))
+                dup = self.scanner.new_duplicate()
+                if dup is not None:
+                    generated = self._drop_duplicate(generated, dup)
+                    finish = "tool_calls"
+                    break
+                yield from self._call_deltas(final=False)
+        self.stats.decode_ms = 1e3 * (time.perf_counter() - t1)
+        self.stats.tokens_generated = len(generated)
+        self.stats.tokens_forced = sum(self.forced_flags[:len(generated)])
+        if self.matcher is not None:
+            self.stats.mask_us_per_token = self.matcher.mask_us_per_token
+        self.result = self._finish(generated, finish)
+        yield from self._text_deltas()
+        yield from self._call_deltas(final=True)
+        yield {"finish_reason": self.result.finish_reason, "result": self.result}
+
+    def _start_call(self, n_vocab: int) -> None:
+        self.matcher = self.plan.matcher(n_vocab)
+
+    def _take_forced(self, used: int) -> list[int]:
+        """Consume and return the tokens the grammar forces now (within the token budget)."""
+        if not self.fast_forward:
+            return []
+        ff = self.matcher.forced_tokens()[: max(0, self.max_new_tokens - used)]
+        if ff:
+            if not self.matcher.consume_many(ff):
+                raise ConstrainedFCError(f"llguidance refused its own forced tokens: {self.matcher.error}")
+            self.body.extend(ff)
+            self.forced_flags += [True] * len(ff)
+        return ff
+
+    def _drop_duplicate(self, generated: list[int], dup: int) -> list[int]:
+        """Roll the matcher back to just before the separator that introduced the repeated call `dup`, then
+        close the list. Nothing more is decoded, so the KV cache needs no repair."""
+        tok, sc = self.tok, self.scanner
+        keep_end = sc.calls[dup - 1].end
+        if self.plan.format == "hermes":
+            keep_end = sc.text.index("</tool_call>", keep_end) + len("</tool_call>")
+        j = len(self.body)
+        while j > 0 and len(tok.decode(self.body[:j], skip_special_tokens=False)) > keep_end:
+            j -= 1
+        kept_text = tok.decode(self.body[:j], skip_special_tokens=False)
+        closing = sc.text[len(kept_text):keep_end] + ("" if self.plan.format == "hermes" else "]")
+        removed = len(self.body) - j
+        self.matcher.rollback(removed)
+        self.body = self.body[:j]
+        generated = generated[:len(generated) - removed]
+        self.forced_flags = self.forced_flags[:len(generated)]
+        close_ids = tok.encode(closing, add_special_tokens=False) if closing else []
+        if close_ids and self.matcher.try_consume(close_ids) != len(close_ids):
+            raise ConstrainedFCError(f"could not close the call list after a repeated call: {self.matcher.error}")
+        self.body += close_ids
+        self.stats.duplicates_dropped += 1
+        self.scanner.feed(tok.decode(self.body, skip_special_tokens=False))
+        self.forced_flags += [True] * len(close_ids)
+        return generated + close_ids
+
+    def _finish(self, generated: list[int], finish: str) -> Result:
+        tok, plan = self.tok, self.plan
+        content = tok.decode(self.text_ids, skip_special_tokens=True).strip()
+        text = tok.decode(generated, skip_special_tokens=False)
+        if self.matcher is None:
+            return Result(content=content, finish_reason=finish, stats=self.stats, text=text)
+        body = tok.decode(self.body, skip_special_tokens=False)
+        reply = parse_body(plan.grammar, content, body)
+        self.stats.duplicates_dropped += reply.duplicates_dropped
+        if finish != "length" and not reply.complete:
+            raise ConstrainedFCError("the grammar completed but its text does not parse; please report this")
+        for call, state in zip(reply.tool_calls, self._stream_state):
+            call.id = state["id"]  # the ids already streamed
+        return Result(content=content, tool_calls=reply.tool_calls if reply.complete else [],
+                      finish_reason=finish if reply.complete else "length", stats=self.stats, text=text)
+
+    # -- streaming ---------------------------------------------------------------------------------------------
+    def _text_deltas(self) -> Iterator[dict]:
+        if not self.stream:
+            return
+        text = self.tok.decode(self.text_ids, skip_special_tokens=True)
+        if text.endswith("\ufffd"):
+            return  # half a UTF-8 character: wait for the rest
+        if len(text) > len(self._streamed_text):
+            yield {"content": text[len(self._streamed_text):]}
+            self._streamed_text = text
+
+    def _call_deltas(self, final: bool) -> Iterator[dict]:
+        """The first call streams live; later calls are held until complete, so a repeated call that gets
+        rolled back is never shown."""
+        if not self.stream or self.matcher is None:
+            return
+        sc = self.scanner
+        for i, span in enumerate(sc.calls):
+            if i > 0 and not span.complete and not final:
+                break
+            if final and self.result is not None and i >= len(self.result.tool_calls) and span.complete:
+                break
+            name = sc.name(span)
+            if name is None:
+                break
+            if i == len(self._stream_state):
+                state = {"id": ToolCall(name, {}).id, "sent": 0}
+                self._stream_state.append(state)
+                yield {"tool_calls": [{"index": i, "id": state["id"], "type": "function",
+                                       "function": {"name": name, "arguments": ""}}]}
+            state = self._stream_state[i]
+            args = sc.arguments_text(span)
+            if len(args) > state["sent"]:
+                yield {"tool_calls": [{"index": i, "function": {"arguments": args[state["sent"]:]}}]}
+                state["sent"] = len(args)

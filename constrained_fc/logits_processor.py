@@ -1,0 +1,217 @@
+"""Stage 5a: a transformers LogitsProcessor that constrains tool calls inside plain `model.generate()`.
+
+Free text passes untouched; once the trigger token appears among the generated tokens, an llguidance matcher
+runs the compiled grammar and masks every following token; when the grammar is complete, end-of-sequence is
+forced. One matcher per batch row.
+"""
+from __future__ import annotations
+
+import functools
+import json
+from typing import Any
+
+import torch
+from transformers import LogitsProcessor
+
+from .call_scanner import CallScanner
+from .errors import ConstrainedFCError
+from .matcher import TokenMatcher, allocate_bitmask, apply_bitmask
+from .reply import Reply, parse_generated
+from .tool_grammar import TOOL_CHOICES, ToolGrammar, compile_tools, tool_choice_name
+
+# A tiny model under a grammar can repeat calls forever; these bound a turn (see README, "Calls that end").
+DEFAULT_MAX_CALLS = 8
+DEFAULT_MAX_STRING_LENGTH = 128
+
+
+@functools.lru_cache(maxsize=64)
+def _compile_cached(tools_json: str, format: str, parallel: bool, forced: str | None, max_calls: int | None,
+                    max_string_length: int | None, whitespace: str) -> ToolGrammar:
+    return compile_tools(json.loads(tools_json), format=format, parallel=parallel,
+                         tool_choice=forced if forced else "auto", max_calls=max_calls,
+                         max_string_length=max_string_length, whitespace=whitespace, warn=False)
+
+
+def _tools_json(tools) -> str:
+    # Not sort_keys: property order is part of the grammar (arguments are written in schema order).
+    return json.dumps([t.to_openai() if hasattr(t, "to_openai") else t for t in tools])
+
+
+class CallPlan:
+    """What every decoding path needs to know once per request: the compiled grammar, the trigger and
+    end-of-sequence token ids, and the tool_choice mode."""
+
+    def __init__(self, tokenizer, tools, *, tool_choice: Any = "auto", format: str | None = None,
+                 parallel: bool = True, max_calls: int | None = DEFAULT_MAX_CALLS,
+                 max_string_length: int | None = DEFAULT_MAX_STRING_LENGTH, whitespace: str = "canonical"):
+        from .chat import uses_native_tool_format
+        self.tokenizer = tokenizer
+        self.format = format or uses_native_tool_format(tokenizer) or "mistral"
+        forced = tool_choice_name(tool_choice)
+        self.mode = "named" if forced else (tool_choice or "auto")
+        if self.mode not in TOOL_CHOICES + ("named",):
+            raise ConstrainedFCError(f"tool_choice must be one of {TOOL_CHOICES} or a function")
+        self.tools = list(tools or [])
+        if not self.tools and self.mode in ("required", "named"):
+            raise ConstrainedFCError(f"tool_choice={tool_choice!r} needs at least one tool")
+        self.grammar = None
+        if self.tools:
+            self.grammar = _compile_cached(_tools_json(self.tools), self.format, parallel, forced, max_calls,
+                                           max_string_length, whitespace)
+        trigger = self.grammar.trigger if self.grammar else {"mistral": "[TOOL_CALLS]", "hermes": "<tool_call>"}.get(
+            self.format, "")
+        self.trigger = trigger
+        ids = tokenizer.encode(trigger, add_special_tokens=False) if trigger else []
+        self.trigger_ids = ids
+        self.trigger_id = ids[0] if len(ids) == 1 else None
+        if self.mode == "auto" and self.tools and self.trigger_id is None:
+            raise ConstrainedFCError(
+                f"format {self.format!r} has no single trigger token in this tokenizer ({trigger!r}), so "
+                "tool_choice='auto' cannot tell when a call starts; use 'required' or name a function")
+        eos = tokenizer.eos_token_id
+        self.eos_ids = [eos] if isinstance(eos, int) else list(eos or [])
+        if not self.eos_ids:
+            raise ConstrainedFCError("the tokenizer has no end-of-sequence token")
+        self.close_ids = tokenizer.encode("]", add_special_tokens=False) if self.format != "hermes" else []
+
+    @property
+    def constrained(self) -> bool:
+        return self.grammar is not None and self.mode != "none"
+
+    def matcher(self, n_vocab: int | None = None) -> TokenMatcher:
+        return TokenMatcher(self.grammar.body_lark, self.tokenizer, n_vocab=n_vocab)
+
+
+def _force(scores_row: torch.Tensor, token: int) -> None:
+    keep = scores_row[token].clone()
+    scores_row.fill_(float("-inf"))
+    scores_row[token] = keep if torch.isfinite(keep) else 0.0
+
+
+class _Row:
+    def __init__(self, plan: CallPlan, prompt: list[int], n_vocab: int):
+        self.plan = plan
+        self.n_vocab = n_vocab
+        self.phase = "text"
+        self.matcher = None
+        self.body: list[int] = []
+        self.generated = 0
+        self.closing: list[int] | None = None
+        self.scanner = CallScanner(plan.format)
+        self.started_in_prompt = False
+        if plan.constrained and plan.trigger_id is not None and prompt and prompt[-1] == plan.trigger_id:
+            self.started_in_prompt = True  # the prompt was prefilled with the trigger: the call starts now
+            self._start()
+
+    def _start(self) -> None:
+        self.matcher = self.plan.matcher(self.n_vocab)
+        self.phase = "call"
+
+    def advance(self, token: int) -> None:
+        self.generated += 1
+        if self.phase == "text":
+            if token in self.plan.eos_ids:
+                self.phase = "finished"
+            elif token == self.plan.trigger_id and self.plan.constrained:
+                self._start()
+        elif self.phase == "call":
+            if not self.matcher.consume(token):
+                self.phase = "finished"  # cannot happen under the mask; stop rather than emit garbage
+                return
+            self.body.append(token)
+            if self.closing is not None:
+                self.closing = self.closing[1:]
+                return
+            self.scanner.feed(self.plan.tokenizer.decode(self.body, skip_special_tokens=False))
+            if self.scanner.new_duplicate() is not None and self.plan.close_ids \
+                    and self.matcher.allows(self.plan.close_ids):
+                # A repeat of an earlier call: close the list now instead of letting the model loop. (It was
+                # already emitted, which only our own loop can undo; `replies` drops it.)
+                self.closing = list(self.plan.close_ids)
+
+    def constrain(self, scores_row: torch.Tensor, bitmask: torch.Tensor, r: int) -> None:
+        plan = self.plan
+        if self.phase == "text":
+            if plan.mode == "none" and plan.trigger_id is not None:
+                scores_row[plan.trigger_id] = float("-inf")
+            elif plan.mode in ("required", "named") and self.generated == 0 and plan.trigger_ids:
+                _force(scores_row, plan.trigger_ids[0])
+            return
+        if self.phase == "call":
+            if self.closing:
+                _force(scores_row, self.closing[0])
+                return
+            if self.matcher.done:
+                self.phase = "done"
+            else:
+                forced = self.matcher.forced_tokens()
+                if forced:
+                    # The same canonical split our own fast-forward loop feeds, so both paths agree.
+                    _force(scores_row, forced[0])
+                else:
+                    self.matcher.fill_mask(bitmask, r)
+                    apply_bitmask(scores_row.unsqueeze(0), bitmask[r:r + 1])
+                return
+        _force(scores_row, plan.eos_ids[0])
+
+
+class ToolCallLogitsProcessor(LogitsProcessor):
+    """Constrain tool calls inside `model.generate(..., logits_processor=[processor])`.
+
+    tool_choice: "auto" (constrain once the trigger token is generated), "required" (the trigger is forced
+    first), a function name or OpenAI's {"type": "function", "function": {"name": ...}} (only that tool),
+    "none" (the trigger is banned). Use a fresh processor (or `reset()`) per `generate` call; afterwards
+    `replies(sequences)` gives each row's content and validated calls."""
+
+    def __init__(self, tokenizer, tools, *, tool_choice: Any = "auto", format: str | None = None,
+                 parallel: bool = True, max_calls: int | None = DEFAULT_MAX_CALLS,
+                 max_string_length: int | None = DEFAULT_MAX_STRING_LENGTH, whitespace: str = "canonical"):
+        self.plan = CallPlan(tokenizer, tools, tool_choice=tool_choice, format=format, parallel=parallel,
+                             max_calls=max_calls, max_string_length=max_string_length, whitespace=whitespace)
+        self.reset()
+
+    def reset(self) -> None:
+        self.rows: list[_Row] | None = None
+        self.prompt_length = None
+        self._bitmask = None
+
+    @property
+    def grammar(self) -> ToolGrammar | None:
+        return self.plan.grammar
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        batch, length = input_ids.shape
+        if self.rows is None:
+            self.prompt_length = length
+            n_vocab = scores.shape[1]
+            self.rows = [_Row(self.plan, input_ids[r].tolist(), n_vocab) for r in range(batch)]
+            self._bitmask = allocate_bitmask(batch, n_vocab)
+        elif len(self.rows) != batch:
+            raise ConstrainedFCError("batch size changed between steps: use a fresh processor per generate()")
+        else:
+            last = input_ids[:, -1].tolist()
+            for row, tok in zip(self.rows, last):
+                row.advance(tok)
+        for r, row in enumerate(self.rows):
+            row.constrain(scores[r], self._bitmask, r)
+        return scores
+
+    @property
+    def mask_us_per_token(self) -> float:
+        ms = [row.matcher for row in self.rows or [] if row.matcher is not None]
+        calls = sum(m.mask_calls for m in ms)
+        return 1e6 * sum(m.mask_seconds for m in ms) / calls if calls else 0.0
+
+    def replies(self, sequences) -> list[Reply]:
+        """Each row's content and validated calls, from `generate`'s output ids (prompt included)."""
+        if self.rows is None:
+            raise ConstrainedFCError("the processor has not run yet")
+        out = []
+        for r, row in enumerate(self.rows):
+            gen = sequences[r][self.prompt_length:]
+            if self.plan.grammar is None:
+                out.append(Reply(content=self.plan.tokenizer.decode(gen, skip_special_tokens=True).strip()))
+                continue
+            out.append(parse_generated(self.plan.tokenizer, self.plan.grammar, gen, self.plan.trigger_id,
+                                       started=row.started_in_prompt))
+        return out

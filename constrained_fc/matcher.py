@@ -1,0 +1,124 @@
+"""Stage 4: the token matcher. llguidance executes the Lark grammar over token ids: the allowed-token mask
+(microseconds, computed in Rust into a bitmask), consumption, the tokens the grammar forces, and rollback.
+Nothing here loops over the vocabulary in Python."""
+from __future__ import annotations
+
+import threading
+import time
+import weakref
+
+import llguidance
+import llguidance.hf
+import torch
+
+from .errors import ConstrainedFCError
+
+_LL_TOKENIZERS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+_LOCK = threading.Lock()
+
+
+def ll_tokenizer(tokenizer, n_vocab: int | None = None) -> llguidance.LLTokenizer:
+    """llguidance's view of a Hugging Face fast tokenizer (built once per tokenizer and vocabulary size:
+    converting the vocabulary takes about a second)."""
+    with _LOCK:
+        per_tok = _LL_TOKENIZERS.setdefault(tokenizer, {})
+        if n_vocab not in per_tok:
+            try:
+                per_tok[n_vocab] = llguidance.hf.from_tokenizer(tokenizer, n_vocab=n_vocab)
+            except ValueError as e:
+                raise ConstrainedFCError(f"llguidance needs a fast (Rust) tokenizer: {e}") from None
+        return per_tok[n_vocab]
+
+
+def allocate_bitmask(batch: int, n_vocab: int) -> torch.Tensor:
+    return torch.full((batch, (n_vocab + 31) // 32), -1, dtype=torch.int32)
+
+
+_BIT = None
+
+
+def unpack_bitmask(bitmask: torch.Tensor, vocab: int) -> torch.Tensor:
+    """(batch, ceil(n/32)) int32 bitmask -> (batch, vocab) bool; ids beyond the mask are disallowed."""
+    global _BIT
+    if _BIT is None:
+        _BIT = torch.arange(32, dtype=torch.int32)
+    batch = bitmask.shape[0]
+    bits = ((bitmask.unsqueeze(-1) >> _BIT) & 1).reshape(batch, -1).bool()
+    if bits.shape[1] < vocab:
+        bits = torch.nn.functional.pad(bits, (0, vocab - bits.shape[1]), value=False)
+    return bits[:, :vocab]
+
+
+def apply_bitmask(logits: torch.Tensor, bitmask: torch.Tensor) -> None:
+    """Set disallowed logits to -inf in place. logits: (batch, vocab); bitmask: (batch, ceil(vocab/32)) int32.
+    Vectorised bit unpacking (no torch.compile: it would need a C++ toolchain and seconds of warm-up)."""
+    allowed = unpack_bitmask(bitmask, logits.shape[1]).to(logits.device)
+    logits.masked_fill_(~allowed, float("-inf"))
+
+
+class TokenMatcher:
+    """One grammar instance for one sequence. `grammar` is Lark text (for a ToolGrammar, pass `.body_lark`:
+    the matcher starts right after the trigger)."""
+
+    def __init__(self, grammar: str, tokenizer, *, n_vocab: int | None = None):
+        self.tokenizer = tokenizer
+        self.ll_tokenizer = ll_tokenizer(tokenizer, n_vocab)
+        self.n_vocab = self.ll_tokenizer.vocab_size
+        self.ll = llguidance.LLMatcher(self.ll_tokenizer, grammar, log_level=0)
+        if self.ll.is_error():
+            raise ConstrainedFCError(f"llguidance rejected the grammar: {self.ll.get_error()}")
+        self.mask_seconds = 0.0
+        self.mask_calls = 0
+
+    def fill_mask(self, bitmask: torch.Tensor, row: int = 0) -> None:
+        t0 = time.perf_counter()
+        v = bitmask[row]
+        self.ll.unsafe_compute_mask_ptr(v.data_ptr(), v.numel() * v.element_size())
+        self.mask_seconds += time.perf_counter() - t0
+        self.mask_calls += 1
+
+    def consume(self, token: int) -> bool:
+        return self.ll.consume_token(int(token))
+
+    def consume_many(self, tokens) -> bool:
+        return self.ll.consume_tokens([int(t) for t in tokens])
+
+    def try_consume(self, tokens) -> int:
+        return self.ll.try_consume_tokens([int(t) for t in tokens])
+
+    def allows(self, tokens) -> bool:
+        """Would these tokens be accepted from here? (Nothing is consumed.)"""
+        tokens = [int(t) for t in tokens]
+        return self.ll.validate_tokens(tokens) == len(tokens)
+
+    def forced_tokens(self) -> list[int]:
+        """Tokens the grammar forces from here, split the way the tokenizer would split them."""
+        return self.ll.compute_ff_tokens()
+
+    def rollback(self, n: int) -> None:
+        if n and not self.ll.rollback(n):
+            raise ConstrainedFCError(f"llguidance could not roll back {n} tokens: {self.ll.get_error()}")
+
+    @property
+    def done(self) -> bool:
+        """The grammar is complete: nothing but end-of-sequence may follow."""
+        return self.ll.is_stopped() or (self.ll.is_accepting() and not self._can_continue())
+
+    def _can_continue(self) -> bool:
+        bitmask = allocate_bitmask(1, self.n_vocab)
+        self.fill_mask(bitmask, 0)
+        allowed = unpack_bitmask(bitmask, self.n_vocab)[0]
+        allowed[list(self.ll_tokenizer.eos_tokens)] = False
+        return bool(allowed.any())
+
+    @property
+    def accepting(self) -> bool:
+        return self.ll.is_accepting()
+
+    @property
+    def error(self) -> str | None:
+        return self.ll.get_error() if self.ll.is_error() else None
+
+    @property
+    def mask_us_per_token(self) -> float:
+        return 1e6 * self.mask_seconds / self.mask_calls if self.mask_calls else 0.0

@@ -1,0 +1,59 @@
+"""Stage 5b: a generated reply -> free-text content plus parsed, validated, de-duplicated tool calls."""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+
+from .errors import GrammarMismatchError
+from .tool_grammar import ToolGrammar
+from .tools import ToolCall
+
+
+@dataclass
+class Reply:
+    content: str
+    tool_calls: list = field(default_factory=list)  # list[ToolCall]
+    complete: bool = True  # False: a call list was started but not finished (cut by max_new_tokens)
+    duplicates_dropped: int = 0
+
+
+def dedupe(calls: list[ToolCall]) -> tuple[list[ToolCall], int]:
+    """Drop calls identical (same name and arguments) to an earlier one in the same turn."""
+    seen, out = set(), []
+    for c in calls:
+        key = (c.name, json.dumps(c.arguments, sort_keys=True))
+        if key not in seen:
+            seen.add(key)
+            out.append(c)
+    return out, len(calls) - len(out)
+
+
+def parse_body(grammar: ToolGrammar, content: str, body: str) -> Reply:
+    """`body` is the text after the trigger. Text the grammar does not accept (a call cut short) gives no
+    calls: a half call is never presented as valid."""
+    try:
+        calls = grammar.parse(grammar.trigger + body)
+    except GrammarMismatchError:
+        return Reply(content=content, tool_calls=[], complete=False)
+    calls, dropped = dedupe(calls)
+    return Reply(content=content, tool_calls=calls, duplicates_dropped=dropped)
+
+
+def parse_generated(tokenizer, grammar: ToolGrammar, generated_ids, trigger_id: int | None,
+                    started: bool = False) -> Reply:
+    """Split generated token ids at the trigger token (or take all of them as the call body when `started`,
+    i.e. the trigger was in the prompt) and parse. End-of-sequence and padding are ignored."""
+    ids = [int(t) for t in generated_ids]
+    stop = {tokenizer.eos_token_id, tokenizer.pad_token_id} - {None}
+    while ids and ids[-1] in stop:
+        ids.pop()
+    if started:
+        pos = -1
+    elif trigger_id is not None and trigger_id in ids:
+        pos = ids.index(trigger_id)
+    else:
+        text = tokenizer.decode(ids, skip_special_tokens=True)
+        return Reply(content=text.strip())
+    content = tokenizer.decode(ids[:pos], skip_special_tokens=True).strip() if pos > 0 else ""
+    body = tokenizer.decode(ids[pos + 1:], skip_special_tokens=False)
+    return parse_body(grammar, content, body)
