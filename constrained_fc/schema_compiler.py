@@ -223,7 +223,9 @@ class LarkEmitter:
 
     def object_body(self, node: ObjectNode, *, kwargs: bool = False) -> str:
         """Members in schema order; optional ones may be skipped. Every alternative starts with the first
-        member actually written, so a comma is never left dangling."""
+        member actually written, so a comma is never left dangling. What may follow member j is a chain of
+        small `<object>_after_<key>` rules: lark expands each `(...)?` of a rule into copies of the whole
+        rule, so many optional members in one rule would grow exponentially."""
         comma = self.sep(",")
         kvs = [f"{self.key(p.key, kwargs)} {self.expr(p.node)}" for p in node.props]
         extra_kv = None
@@ -236,20 +238,28 @@ class LarkEmitter:
                                          _json_key_regex(node.extra_key_regex) if node.extra_key_regex
                                          else rx.string_regex())
                 extra_kv = f"{key_term} {self.sep(':')} {self.expr(node.extra)}"
+        n = len(node.props)
+        tails: dict[int, str] = {}
 
-        def tail(j: int) -> str:
-            parts = []
-            for p, kv in zip(node.props[j:], kvs[j:]):
-                parts.append(f"{comma} {kv}" if p.required else f"({comma} {kv})?")
-            if extra_kv:
-                parts.append(f"({comma} {extra_kv})*")
-            return " ".join(parts)
+        def tail(j: int) -> str:  # what may follow once member j-1 (or an earlier one) was written
+            if j == n:
+                return f"({comma} {extra_kv})*" if extra_kv else ""
+            if j in tails:
+                return tails[j]
+            p, rest = node.props[j], tail(j + 1)
+            if p.required:
+                out = f"{comma} {kvs[j]} {rest}".strip()
+            else:
+                body = f"({comma} {kvs[j]})? {rest}".strip()
+                out = self.rule(f"{node.hint}_after_{node.props[j - 1].key if j else 'open'}", body)
+            tails[j] = out
+            return out
 
         alts = []
         empty_ok = True
-        for j, (p, kv) in enumerate(zip(node.props, kvs)):
-            alts.append(f"{kv} {tail(j + 1)}".strip())
-            if p.required:
+        for j in range(n):
+            alts.append(f"{kvs[j]} {tail(j + 1)}".strip())
+            if node.props[j].required:
                 empty_ok = False
                 break
         if empty_ok and extra_kv:

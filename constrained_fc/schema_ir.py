@@ -327,7 +327,9 @@ class IRBuilder:
         if "enum" in schema or "const" in schema:
             return self._enum(schema, path, hint)
         types = _type_set(schema)
-        if types is None:
+        if types is None or set(types) >= set(TYPES) - {"integer"}:
+            if not any(k in schema for k in _TYPED_KEYWORDS):
+                return AnyNode()
             types = set(TYPES)
         unknown = types - set(TYPES)
         if unknown:
@@ -338,8 +340,6 @@ class IRBuilder:
         for t in TYPES:
             if t in types:
                 branches.append(getattr(self, f"_t_{t}")(schema, path, hint, resolver))
-        if len(branches) == 7 and not any(k in schema for k in _TYPED_KEYWORDS):
-            return AnyNode()
         return _union(branches, hint)
 
     def _merge(self, a, b, path):

@@ -1,0 +1,578 @@
+"""End-to-end tool-call speed on BFCL simple and multiple, plus the mask cost per token, in one run.
+
+Same model (the embedded SmolLM2-135M-Instruct), same prompt ids, greedy, for every engine: the rendered
+prompt `render_prompt(tok, case.messages, case.functions)` followed by the `[TOOL_CALLS]` token, so the
+constrained engines only write the call body (tool_choice="required" semantics). Engines:
+
+    unconstrained (to EOS)              plain model.generate until end-of-sequence or --max-new-tokens
+    unconstrained (stop at call end)    the same, stopped as soon as the output holds a complete JSON list
+    ToolCallLogitsProcessor             our processor inside model.generate
+    constrained_fc.generate (ff)        our loop, forced tokens fed in one forward pass (fast-forward)
+    constrained_fc.generate (no ff)     our loop, one forward pass per token
+    outlines JsonSchema (outlines_core) outlines 1.x logits processor from a JSON schema of the call list
+    outlines CFG (llguidance)           outlines 1.x logits processor from our Lark grammar (`body_lark`)
+    xgrammar JSON schema                xgrammar.contrib.hf.LogitsProcessor on the same JSON schema
+
+Wall time is one `generate` call (prompt prefill included); building the grammar / processor for a call is
+timed apart (`setup_ms`), and one-off backend construction (vocabulary conversion) apart again (`backend_ms`).
+One untimed warm-up call per engine. `ratio_to_unconstrained` = median wall of "unconstrained (stop at call
+end)" / median wall of the engine over the same cases (`ratio_vs_to_eos`: against "to EOS").
+
+    python benchmarks/speed.py [--limit N] [--categories simple multiple] [--max-new-tokens 128]
+                               [--out results/speed] [--skip-peers]
+"""
+from __future__ import annotations
+
+import json
+import statistics
+import sys
+import time
+import warnings
+from dataclasses import dataclass
+from typing import Any
+
+from common import md_table, parser, write_results
+
+import torch
+from tqdm import tqdm
+from transformers import LogitsProcessorList, StoppingCriteria, StoppingCriteriaList
+
+import compile_speed
+from constrained_fc.chat import TOOL_CALLS, render_prompt
+from constrained_fc.errors import GrammarMismatchError
+from constrained_fc.logits_processor import (DEFAULT_MAX_CALLS, DEFAULT_MAX_STRING_LENGTH, CallPlan,
+                                             ToolCallLogitsProcessor)
+from constrained_fc.tool_grammar import compile_tools
+from constrained_fc.tools import normalize_tools
+
+DEFAULT_LIMIT = 10
+TARGET_SPEEDUP = 1.5  # fast-forward vs "unconstrained (stop at call end)"
+MASK_SHARE_TARGET_PCT = 1.0
+
+TO_EOS = "unconstrained (to EOS)"
+STOP_AT_END = "unconstrained (stop at call end)"
+LOGITS_PROCESSOR = "ToolCallLogitsProcessor"
+FAST_FORWARD = "constrained_fc.generate (fast-forward)"
+NO_FAST_FORWARD = "constrained_fc.generate (no fast-forward)"
+OUTLINES_JSON = "outlines JsonSchema (outlines_core)"
+OUTLINES_CFG = "outlines CFG (llguidance)"
+XGRAMMAR = "xgrammar JSON schema"
+
+OURS = (LOGITS_PROCESSOR, FAST_FORWARD, NO_FAST_FORWARD)
+PEERS = (OUTLINES_JSON, OUTLINES_CFG, XGRAMMAR)
+ENGINES = (TO_EOS, STOP_AT_END) + OURS + PEERS
+
+
+# -- the stricter baseline: stop once a complete JSON list has been written ------------------------------------
+def _list_end(text: str, start: int) -> int | None:
+    """Index just past the `]` closing the `[` at `start` (brackets inside JSON strings ignored), or None."""
+    depth, in_string, escaped = 0, False, False
+    for i in range(start, len(text)):
+        ch = text[i]
+        if in_string:
+            if escaped:
+                escaped = False
+            elif ch == "\\":
+                escaped = True
+            elif ch == '"':
+                in_string = False
+        elif ch == '"':
+            in_string = True
+        elif ch == "[":
+            depth += 1
+        elif ch == "]":
+            depth -= 1
+            if depth == 0:
+                return i + 1
+    return None
+
+
+def call_list_span(text: str) -> tuple[int, int] | None:
+    """(start, end) of the first top-level `[...]` in `text` that `json.loads` accepts, else None. A balanced
+    list that does not load is skipped as a whole (a list nested inside it is not top-level)."""
+    i = 0
+    while True:
+        start = text.find("[", i)
+        if start < 0:
+            return None
+        end = _list_end(text, start)
+        if end is None:
+            return None  # still open: not complete yet
+        try:
+            json.loads(text[start:end])
+            return start, end
+        except ValueError:
+            i = end
+
+
+class CallListStop(StoppingCriteria):
+    """Stops a row as soon as its generated text (after `prompt_length` ids) contains a complete JSON list."""
+
+    def __init__(self, tokenizer, prompt_length: int):
+        self.tokenizer = tokenizer
+        self.prompt_length = prompt_length
+
+    def __call__(self, input_ids: torch.LongTensor, scores=None, **kwargs) -> torch.BoolTensor:
+        done = []
+        for row in input_ids:
+            text = self.tokenizer.decode(row[self.prompt_length:].tolist(), skip_special_tokens=False)
+            done.append(call_list_span(text) is not None)
+        return torch.tensor(done, dtype=torch.bool, device=input_ids.device)
+
+
+# -- ratios -----------------------------------------------------------------------------------------------------
+def speed_ratio(baseline: dict[str, float], engine: dict[str, float]) -> float | None:
+    """median(baseline wall) / median(engine wall) over the cases both have (keys: case ids). > 1: the engine
+    is faster. None when they share no case."""
+    common = [k for k in engine if k in baseline and engine[k] is not None and baseline[k] is not None]
+    if not common:
+        return None
+    mine = statistics.median(engine[k] for k in common)
+    if mine <= 0:
+        return None
+    return statistics.median(baseline[k] for k in common) / mine
+
+
+# -- forward-pass meter -----------------------------------------------------------------------------------------
+class ForwardMeter:
+    """Counts and times every forward call of `model` (hooks on the top module), whoever makes it."""
+
+    def __init__(self, model):
+        self.calls: list[tuple[int, float]] = []  # (input length, seconds)
+        self._t0 = 0.0
+        self._n = 0
+        self._hooks = [model.register_forward_pre_hook(self._pre, with_kwargs=True),
+                       model.register_forward_hook(self._post, with_kwargs=True)]
+
+    def _pre(self, module, args, kwargs):
+        ids = kwargs.get("input_ids")
+        if ids is None and args:
+            ids = args[0]
+        self._n = int(ids.shape[-1]) if isinstance(ids, torch.Tensor) else 0
+        self._t0 = time.perf_counter()
+
+    def _post(self, module, args, kwargs, output):
+        self.calls.append((self._n, time.perf_counter() - self._t0))
+
+    def reset(self) -> None:
+        self.calls = []
+
+    def close(self) -> None:
+        for h in self._hooks:
+            h.remove()
+
+
+# -- engines ----------------------------------------------------------------------------------------------------
+def body_schema(tools) -> dict:
+    """JSON schema of the call list after the trigger: an array of per-tool {"name": const, "arguments": ...}."""
+    variants = []
+    for t in normalize_tools(tools):
+        variants.append({"type": "object",
+                         "properties": {"name": {"const": t.name}, "arguments": t.parameters},
+                         "required": ["name", "arguments"], "additionalProperties": False})
+    items = variants[0] if len(variants) == 1 else {"anyOf": variants}
+    return {"type": "array", "items": items, "minItems": 1}
+
+
+@dataclass
+class Prepared:
+    processor: Any = None
+    plan: Any = None
+
+
+class Bench:
+    """Model, tokenizer and the peers' one-off backends; `setup` / `run` per engine and case."""
+
+    def __init__(self, model, tokenizer, max_new_tokens: int = 128):
+        self.model, self.tok = model, tokenizer
+        self.max_new_tokens = max_new_tokens
+        self.trigger_ids = tokenizer.encode(TOOL_CALLS, add_special_tokens=False)
+        self.meter = ForwardMeter(model)
+        self.backend_ms: dict[str, float] = {}
+        self._backends: dict[str, Any] = {}
+        self._prompts: dict[str, list[int]] = {}
+        self._score_grammars: dict[str, tuple] = {}
+        eos = tokenizer.eos_token_id
+        self.stop_ids = {eos, tokenizer.pad_token_id} - {None}
+
+    def close(self) -> None:
+        self.meter.close()
+
+    def prompt_ids(self, case) -> list[int]:
+        if case.id not in self._prompts:
+            text = render_prompt(self.tok, case.messages, case.functions)
+            self._prompts[case.id] = self.tok(text, add_special_tokens=False).input_ids
+        return self._prompts[case.id]
+
+    # one-off backends (timed into backend_ms) ---------------------------------------------------------------
+    def backend(self, engine: str):
+        if engine in self._backends:
+            return self._backends[engine]
+        t0 = time.perf_counter()
+        if engine in (OUTLINES_JSON, OUTLINES_CFG):
+            import outlines
+            from outlines.backends import LLGuidanceBackend, OutlinesCoreBackend
+            om = outlines.from_transformers(self.model, self.tok)
+            b = OutlinesCoreBackend(om) if engine == OUTLINES_JSON else LLGuidanceBackend(om)
+        elif engine == XGRAMMAR:
+            import xgrammar as xgr
+            info = xgr.TokenizerInfo.from_huggingface(self.tok, vocab_size=self.model.config.vocab_size)
+            b = xgr.GrammarCompiler(info)
+        else:
+            raise ValueError(engine)
+        self.backend_ms[engine] = 1e3 * (time.perf_counter() - t0)
+        self._backends[engine] = b
+        return b
+
+    # per call: build the grammar / processor (timed as setup_ms) ----------------------------------------------
+    def setup(self, engine: str, case) -> Prepared:
+        tools = case.functions
+        if engine in (TO_EOS, STOP_AT_END):
+            return Prepared()
+        if engine in OURS:
+            # What CallPlan compiles (uncached here, so every call pays it), then the plan / processor itself,
+            # whose compile is now a cache hit, as in an application that reuses its tools.
+            compile_tools(tools, max_calls=DEFAULT_MAX_CALLS, max_string_length=DEFAULT_MAX_STRING_LENGTH,
+                          warn=False)
+            if engine == LOGITS_PROCESSOR:
+                return Prepared(processor=ToolCallLogitsProcessor(self.tok, tools, tool_choice="required"))
+            return Prepared(plan=CallPlan(self.tok, tools, tool_choice="required"))
+        if engine == OUTLINES_JSON:
+            from outlines.types import JsonSchema
+            term = JsonSchema(body_schema(tools))
+            return Prepared(processor=self.backend(engine).get_json_schema_logits_processor(
+                term.schema, term.whitespace_pattern))
+        if engine == OUTLINES_CFG:
+            from outlines.types import CFG
+            grammar = CallPlan(self.tok, tools, tool_choice="required").grammar  # the grammar our engines run
+            term = CFG(grammar.body_lark)
+            return Prepared(processor=self.backend(engine).get_cfg_logits_processor(term.definition))
+        if engine == XGRAMMAR:
+            import xgrammar as xgr
+            import xgrammar.contrib.hf
+            compiled = self.backend(engine).compile_json_schema(json.dumps(body_schema(tools)))
+            return Prepared(processor=xgr.contrib.hf.LogitsProcessor(compiled))
+        raise ValueError(f"unknown engine {engine!r}")
+
+    # per call: generate (timed as wall) -----------------------------------------------------------------------
+    def run(self, engine: str, case, prep: Prepared) -> dict:
+        """Generate; returns body (text after the trigger), new_tokens, forced, and engine extras."""
+        if engine in (FAST_FORWARD, NO_FAST_FORWARD):
+            from constrained_fc.decoding import generate
+            r = generate(self.model, self.tok, case.messages, case.functions, tool_choice="required",
+                         fast_forward=engine == FAST_FORWARD,
+                         max_new_tokens=self.max_new_tokens + len(self.trigger_ids))
+            text = r.text[len(TOOL_CALLS):] if r.text.startswith(TOOL_CALLS) else r.text
+            n_trig = len(self.trigger_ids)
+            return {"body": text, "new_tokens": r.stats.tokens_generated - n_trig,
+                    "forced": r.stats.tokens_forced - n_trig if engine == FAST_FORWARD else 0,
+                    "prompt_tokens": r.stats.prompt_tokens, "mask_us_per_token": r.stats.mask_us_per_token,
+                    "loop_forward_passes": r.stats.forward_passes}
+        ids = self.prompt_ids(case) + self.trigger_ids
+        x = torch.tensor([ids], dtype=torch.long, device=self.model.device)
+        procs = [prep.processor] if prep.processor is not None else []
+        stops = [CallListStop(self.tok, len(ids))] if engine == STOP_AT_END else []
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            out = self.model.generate(x, attention_mask=torch.ones_like(x), do_sample=False,
+                                      max_new_tokens=self.max_new_tokens,
+                                      logits_processor=LogitsProcessorList(procs),
+                                      stopping_criteria=StoppingCriteriaList(stops),
+                                      pad_token_id=self.tok.pad_token_id, eos_token_id=self.tok.eos_token_id)
+        gen = out[0, len(ids):].tolist()
+        new_tokens = len(gen)
+        while gen and gen[-1] in self.stop_ids:
+            gen.pop()
+        extra = {}
+        if engine == LOGITS_PROCESSOR:
+            extra["mask_us_per_token"] = prep.processor.mask_us_per_token
+        return {"body": self.tok.decode(gen, skip_special_tokens=False), "new_tokens": new_tokens, "forced": 0,
+                "prompt_tokens": len(ids) - len(self.trigger_ids), **extra}
+
+    # scoring ----------------------------------------------------------------------------------------------------
+    def valid(self, case, body: str) -> bool:
+        """Does the output hold a call list whose names exist and whose arguments validate? Scored on the first
+        complete JSON list in the body (what a user of the unconstrained rows would extract), with our
+        canonical grammar, falling back to flexible whitespace for peers that space JSON differently."""
+        if case.id not in self._score_grammars:
+            self._score_grammars[case.id] = (compile_tools(case.functions, warn=False),
+                                             compile_tools(case.functions, whitespace="flexible", warn=False))
+        span = call_list_span(body)
+        text = body[span[0]:span[1]] if span else body.strip()
+        for g in self._score_grammars[case.id]:
+            try:
+                calls = g.parse(g.trigger + text)
+            except GrammarMismatchError:
+                continue
+            return bool(calls) and all(c.valid for c in calls)
+        return False
+
+
+def time_call(bench: Bench, engine: str, case) -> dict:
+    """One timed call: setup (grammar / processor) apart, then the generate call."""
+    rec = {"engine": engine, "case": case.id, "category": case.category}
+    try:
+        t0 = time.perf_counter()
+        prep = bench.setup(engine, case)
+        rec["setup_ms"] = 1e3 * (time.perf_counter() - t0)
+        bench.meter.reset()
+        t0 = time.perf_counter()
+        out = bench.run(engine, case, prep)
+        rec["wall_s"] = time.perf_counter() - t0
+    except Exception as e:  # a peer that cannot handle this schema: recorded, the run goes on
+        rec["error"] = f"{type(e).__name__}: {str(e).strip()[:300]}"
+        return rec
+    fwd = bench.meter.calls
+    rec["forward_passes"] = len(fwd)
+    rec["decode_forward_ms"] = [1e3 * s for n, s in fwd if n == 1]
+    body = out.pop("body")
+    rec.update(out)
+    rec["valid"] = bench.valid(case, body)
+    rec["output"] = body[:300]
+    return rec
+
+
+def _median(xs):
+    xs = [x for x in xs if x is not None]
+    return statistics.median(xs) if xs else None
+
+
+def summarize(engine: str, records: list[dict], baselines: dict[str, dict[str, float]] | None = None,
+              backend_ms: float | None = None) -> dict:
+    """One speed row from an engine's call records; `baselines`: {baseline engine: {case id: wall_s}}."""
+    ok = [r for r in records if "error" not in r]
+    errors = [r for r in records if "error" in r]
+    row: dict[str, Any] = {"kind": "speed", "engine": engine, "n": len(ok)}
+    if errors:
+        row["errors"] = len(errors)
+        row["error"] = errors[0]["error"]
+    if not ok:
+        return row
+    wall = sum(r["wall_s"] for r in ok)
+    tokens = sum(r["new_tokens"] for r in ok)
+    row.update({
+        "wall_s_per_call": statistics.median(r["wall_s"] for r in ok),
+        "tokens_per_s": tokens / wall if wall > 0 else None,
+        "new_tokens_per_call": tokens / len(ok),
+        "forward_passes_per_call": sum(r["forward_passes"] for r in ok) / len(ok),
+        "forced_share": sum(r["forced"] for r in ok) / tokens if tokens else 0.0,
+        "valid_calls": sum(bool(r["valid"]) for r in ok) / len(ok),
+        "setup_ms": statistics.median(r["setup_ms"] for r in ok),
+    })
+    mine = {r["case"]: r["wall_s"] for r in ok}
+    baselines = baselines or {}
+    if TO_EOS in baselines:
+        row["ratio_vs_to_eos"] = speed_ratio(baselines[TO_EOS], mine)
+    if STOP_AT_END in baselines:
+        row["ratio_to_unconstrained"] = speed_ratio(baselines[STOP_AT_END], mine)
+    masks = [r["mask_us_per_token"] for r in ok if r.get("mask_us_per_token")]
+    if masks:
+        row["mask_us_in_loop"] = statistics.median(masks)
+    if backend_ms is not None:
+        row["backend_ms"] = backend_ms
+    return row
+
+
+def walls(records: list[dict], engine: str) -> dict[str, float]:
+    return {r["case"]: r["wall_s"] for r in records if r["engine"] == engine and "error" not in r}
+
+
+def measure_engine(bench: Bench, engine: str, cases, warmup: bool = True, baselines=None) -> tuple[dict, list]:
+    """Warm up once (untimed), time every case, and summarize: (row, call records)."""
+    if warmup and cases:
+        time_call(bench, engine, cases[0])
+    records = [time_call(bench, engine, c) for c in cases]
+    return summarize(engine, records, baselines, bench.backend_ms.get(engine)), records
+
+
+# -- report -----------------------------------------------------------------------------------------------------
+SPEED_COLUMNS = ["engine", "n", "wall_s_per_call", "ratio_to_unconstrained", "ratio_vs_to_eos", "tokens_per_s",
+                 "new_tokens_per_call", "forward_passes_per_call", "forced_share", "valid_calls", "setup_ms"]
+SPEED_HEADERS = ["engine", "n", "wall s/call (median)", "× vs stop-at-call-end", "× vs to-EOS", "tokens/s",
+                 "new tokens/call", "forward passes/call", "forced share", "valid calls", "setup ms (median)"]
+MASK_COLUMNS = ["tools", "compile_ms", "matcher_ms", "mask_us_p50", "mask_us_p99", "mask_share_p50_pct",
+                "mask_share_p99_pct"]
+MASK_HEADERS = ["tools", "compile_tools ms", "matcher ms", "mask µs p50", "mask µs p99",
+                "% of a forward (p50)", "% of a forward (p99)"]
+
+
+def targets(rows: list[dict], categories) -> list[str]:
+    lines = []
+    for cat in categories:
+        by = {r["engine"]: r for r in rows if r.get("category") == cat}
+        ff = by.get(FAST_FORWARD, {})
+        ratio = ff.get("ratio_to_unconstrained")
+        if ratio is None:
+            lines.append(f"- {cat}: fast-forward ratio not measured")
+            continue
+        verdict = "met" if ratio >= TARGET_SPEEDUP else "NOT met"
+        lines.append(f"- {cat}: fast-forward is {ratio:.2f}× unconstrained (stop at call end) — target "
+                     f"≥ {TARGET_SPEEDUP}× {verdict}")
+        ff_wall = ff.get("_walls", {})
+        for peer in PEERS:
+            p = by.get(peer)
+            if not p or "_walls" not in p:
+                lines.append(f"  - vs {peer}: not measured ({(p or {}).get('error', 'skipped')})")
+                continue
+            r = speed_ratio(p["_walls"], ff_wall)
+            if r is None:
+                lines.append(f"  - vs {peer}: no common case")
+            else:
+                lines.append(f"  - vs {peer}: fast-forward {r:.2f}× ({'faster' if r > 1 else 'NOT faster'})")
+    return lines
+
+
+def plot(path, rows: list[dict], mask_rows: list[dict], categories) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    engines = [e for e in ENGINES if any(r["engine"] == e and r.get("ratio_to_unconstrained") for r in rows)]
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(14, max(4.0, 0.6 * len(engines) + 1.5)),
+                                   gridspec_kw={"width_ratios": [3, 2]})
+    cats = [c for c in categories if any(r.get("category") == c for r in rows)]
+    h = 0.8 / max(1, len(cats))
+    for j, cat in enumerate(cats):
+        vals = []
+        for e in engines:
+            r = next((r for r in rows if r["engine"] == e and r.get("category") == cat), {})
+            vals.append(r.get("ratio_to_unconstrained") or 0.0)
+        ys = [i + (j - (len(cats) - 1) / 2) * h for i in range(len(engines))]
+        ax1.barh(ys, vals, height=h, label=f"BFCL {cat}")
+    ax1.set_yticks(range(len(engines)))
+    ax1.set_yticklabels(engines)
+    ax1.invert_yaxis()
+    ax1.axvline(1.0, ls="--", color="grey", lw=1)
+    ax1.axvline(TARGET_SPEEDUP, ls="--", color="red", lw=1, label=f"target {TARGET_SPEEDUP}×")
+    ax1.set_xlabel("speed vs unconstrained (stop at call end), × (higher is faster)")
+    ax1.legend(loc="lower right", fontsize=8)
+    ax1.set_title("End-to-end wall time per call (median)")
+    if mask_rows:
+        xs = [r["tools"] for r in mask_rows]
+        ax2.plot(xs, [r["mask_us_p50"] for r in mask_rows], "o-", label="p50")
+        ax2.plot(xs, [r["mask_us_p99"] for r in mask_rows], "s--", label="p99")
+        ax2.set_xscale("log")
+        ax2.set_xticks(xs)
+        ax2.set_xticklabels([str(x) for x in xs])
+        ax2.set_xlabel("tools in the list (BFCL)")
+        ax2.set_ylabel("µs per token mask")
+        ax2.legend()
+    ax2.set_title("Mask cost per token")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+# -- main -------------------------------------------------------------------------------------------------------
+def main(argv=None) -> int:
+    ap = parser(__doc__.splitlines()[0], "speed")
+    ap.set_defaults(limit=DEFAULT_LIMIT)
+    ap.add_argument("--categories", nargs="+", default=["simple", "multiple"], choices=["simple", "multiple"])
+    ap.add_argument("--max-new-tokens", type=int, default=128)
+    ap.add_argument("--skip-peers", action="store_true", help="leave out outlines and xgrammar")
+    ap.add_argument("--engines", nargs="+", default=None, help="run only these engines (names as in the table)")
+    ap.add_argument("--sizes", type=int, nargs="+", default=[1, 10, 50, 200], help="tool counts for the mask rows")
+    ap.add_argument("--mask-steps", type=int, default=1000, help="mask samples per tool list")
+    ap.add_argument("--repeat", type=int, default=3, help="compile repeats per tool list")
+    args = ap.parse_args(argv)
+    started = time.perf_counter()
+
+    from constrained_fc.data import load_bfcl
+    from constrained_fc.model import load_model
+    model, tok = load_model()
+    cases = [c for cat in args.categories for c in load_bfcl(cat, data_dir=args.data, limit=args.limit)]
+    engines = [e for e in ENGINES if not (args.skip_peers and e in PEERS)]
+    if args.engines:
+        unknown = set(args.engines) - set(ENGINES)
+        if unknown:
+            ap.error(f"unknown engines {sorted(unknown)}; choose from {list(ENGINES)}")
+        engines = [e for e in engines if e in args.engines]
+    print(f"{len(cases)} cases ({', '.join(args.categories)}), {len(engines)} engines, "
+          f"torch threads {torch.get_num_threads()}", flush=True)
+
+    # 1. mask cost per token (the forward-pass share is filled in after part 2)
+    mask_rows = compile_speed.measure(args.sizes, args.repeat, args.mask_steps, args.data, tokenizer=tok)
+    for r in mask_rows:
+        r["kind"] = "mask"
+
+    # 2. end to end; engines interleaved per case so drifting machine load hits them alike
+    bench = Bench(model, tok, args.max_new_tokens)
+    broken: dict[str, str] = {}
+    for e in tqdm(engines, desc="warm-up"):
+        rec = time_call(bench, e, cases[0])
+        if "error" in rec:
+            broken[e] = rec["error"]
+            print(f"warning: {e} failed its warm-up call and is left out: {rec['error']}", file=sys.stderr)
+    records = []
+    for case in tqdm(cases, desc="cases"):
+        for e in engines:
+            if e not in broken:
+                records.append(time_call(bench, e, case))
+    bench.close()
+
+    rows = []
+    for cat in list(args.categories) + ["all"]:
+        recs = [r for r in records if cat == "all" or r["category"] == cat]
+        base = {b: walls(recs, b) for b in (TO_EOS, STOP_AT_END)}
+        for e in engines:
+            if e in broken:
+                row = {"kind": "speed", "engine": e, "n": 0, "error": broken[e]}
+            else:
+                row = summarize(e, [r for r in recs if r["engine"] == e], base, bench.backend_ms.get(e))
+                row["_walls"] = walls(recs, e)
+            row["category"] = cat
+            rows.append(row)
+
+    decode_ms = [ms for r in records for ms in r.get("decode_forward_ms", [])]
+    fwd_ms = statistics.median(decode_ms) if decode_ms else None
+    for r in mask_rows:
+        if fwd_ms:
+            r["forward_ms"] = round(fwd_ms, 2)
+            r["mask_share_p50_pct"] = round(100 * r["mask_us_p50"] / (1e3 * fwd_ms), 3)
+            r["mask_share_p99_pct"] = round(100 * r["mask_us_p99"] / (1e3 * fwd_ms), 3)
+
+    target_lines = targets(rows, args.categories)
+    for r in rows:
+        r.pop("_walls", None)
+    elapsed = time.perf_counter() - started
+
+    md = ["# End-to-end tool-call speed", "",
+          f"Embedded SmolLM2-135M-Instruct, greedy, torch threads {torch.get_num_threads()}, "
+          f"max_new_tokens {args.max_new_tokens}, first {args.limit} BFCL cases per category. Same prompt ids "
+          "for every engine (rendered prompt + `[TOOL_CALLS]`). Ratios: median wall of the baseline / median "
+          "wall of the engine over the same cases (> 1 is faster). Tokens count every new token (forced, "
+          "sampled and end-of-sequence); forced share is the share the fast-forward loop fed without a "
+          "sampling step (0 for engines without fast-forward). Valid calls: the first complete JSON list in "
+          "the output parses as calls to existing tools whose arguments validate. setup ms: grammar compile / "
+          "processor build per call, not in the wall time.", ""]
+    for cat in list(args.categories) + ["all"]:
+        md += [f"## BFCL {cat}", "", md_table([r for r in rows if r["category"] == cat], SPEED_COLUMNS,
+                                              SPEED_HEADERS), ""]
+    md += ["## Targets", ""] + target_lines + [""]
+    failed = [r for r in rows if r["category"] == "all" and r.get("error")]
+    if failed:
+        md += ["## Errors", ""] + [f"- {r['engine']}: {r.get('errors', 'all')} call(s): {r['error']}"
+                                   for r in failed] + [""]
+    if bench.backend_ms:
+        md += ["One-off backend construction (not in setup or wall): " + ", ".join(
+            f"{k} {v:.0f} ms" for k, v in bench.backend_ms.items()), ""]
+    md += ["## Mask cost per token", "",
+           f"Median single-token decode forward pass: {fwd_ms:.1f} ms." if fwd_ms else "No decode forward timed.",
+           f"Target: mask < {MASK_SHARE_TARGET_PCT}% of a forward pass.", "",
+           md_table(mask_rows, MASK_COLUMNS, MASK_HEADERS), "",
+           f"_Run took {elapsed / 60:.1f} min._"]
+    light = [{k: v for k, v in r.items() if k != "decode_forward_ms"} for r in records]
+    out = write_results(args.out, rows, "\n".join(md),
+                        extra={"mask": mask_rows, "calls": light,
+                               "settings": {"limit": args.limit, "categories": args.categories,
+                                            "max_new_tokens": args.max_new_tokens, "engines": engines,
+                                            "decode_forward_ms_median": fwd_ms, "elapsed_s": round(elapsed, 1),
+                                            "backend_ms": bench.backend_ms}})
+    plot(out / "speed.png", [r for r in rows if r["category"] != "all"], mask_rows, args.categories)
+    print((out / "results.md").read_text("utf-8"))
+    print(f"wrote {out} in {elapsed / 60:.1f} min")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
