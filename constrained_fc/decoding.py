@@ -5,6 +5,7 @@ matcher is rolled back to the separator and the list is closed instead)."""
 from __future__ import annotations
 
 import time
+import warnings
 from dataclasses import asdict, dataclass, field
 from typing import Any, Iterator
 
@@ -42,6 +43,7 @@ class Result:
     finish_reason: str = "stop"  # "stop" | "tool_calls" | "length"
     stats: Stats = field(default_factory=Stats)
     text: str = ""  # the raw generated text, trigger included
+    error: str | None = None  # set only if the finished call text failed to parse (an engine disagreement)
 
     @property
     def valid_calls(self) -> list[ToolCall]:
@@ -262,7 +264,11 @@ class _Decoder:
         reply = parse_body(plan.grammar, content, body)
         self.stats.duplicates_dropped += reply.duplicates_dropped
         if finish != "length" and not reply.complete:
-            raise ConstrainedFCError("the grammar completed but its text does not parse; please report this")
+            # llguidance finished the grammar but lark cannot parse the text: an engine disagreement, never
+            # expected. Report it on the result instead of raising mid-conversation; no call is presented.
+            warnings.warn(f"call text accepted by llguidance but not by lark: {body[:200]!r}", RuntimeWarning)
+            return Result(content=content, finish_reason=finish, stats=self.stats, text=text,
+                          error="call text did not parse")
         for call, state in zip(reply.tool_calls, self._stream_state):
             call.id = state["id"]  # the ids already streamed
         return Result(content=content, tool_calls=reply.tool_calls if reply.complete else [],

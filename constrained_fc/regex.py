@@ -203,7 +203,8 @@ def _as_int_bound(v, up: bool) -> int | None:
 
 
 def int_range(lo: int | None, hi: int | None) -> str:
-    """Regex for the canonical JSON text of every integer in [lo, hi] (None = unbounded), and nothing else."""
+    """Regex for the canonical JSON text of every integer in [lo, hi] (None = unbounded), and nothing else
+    (no leading zeros, `-0` or `+`). Float bounds are rounded inwards. Raises ValueError for an empty range."""
     lo, hi = _as_int_bound(lo, False), _as_int_bound(hi, True)
     if lo is None and hi is None:
         return "(?:0|-?[1-9][0-9]*)"
@@ -244,7 +245,7 @@ def _upper_threshold(e: Decimal, excl: bool, own_repr: Decimal | None):
     Python compares an instance with the bound exactly, but writes a float instance by its shortest repr,
     which can lie on the other side of the bound (beyond 2**53, or for a float bound whose repr differs from
     its binary value). Float texts: admit the repr of the last float inside (G), keep out the repr of the
-    first float outside (N), fewest digits first (0.1, not its 55-digit binary value). Integer texts: every
+    first float outside (N), shortest regex first (0.1, not its 55-digit binary value). Integer texts: every
     integer up to the bound."""
     def accepts(t, d):
         return d < t[0] or (d == t[0] and not t[1])
@@ -260,6 +261,7 @@ def _upper_threshold(e: Decimal, excl: bool, own_repr: Decimal | None):
     cands = [(e, excl)] + ([(own_repr, excl)] if own_repr is not None else []) + \
             ([(r_g, False)] if r_g is not None else [])
     ok = [t for t in cands if (r_g is None or accepts(t, r_g)) and (r_n is None or not accepts(t, r_n))]
+
     def cost(t):  # digits, plus the alternatives an exclusive lower magnitude with trailing zeros costs
         digits = len(t[0].normalize().as_tuple().digits)
         return digits + (max(0, t[0].adjusted() + 1 - digits) if t[1] and t[0] < 0 else 0)
@@ -425,11 +427,14 @@ def _magnitudes(a: Decimal | None, a_x: bool, b: Decimal | None, b_x: bool, ints
 
 def number_range(lo: float | None, hi: float | None, lo_exclusive: bool = False,
                  hi_exclusive: bool = False) -> tuple[str, bool]:
-    """Regex for JSON number text within the bounds, and whether it is exact.
+    """Regex for JSON number text within the bounds (None = unbounded), and whether it is exact.
 
-    Exact means: every accepted text has a value within the bounds, and the `json.dumps` text of every value
-    within the bounds is accepted (decimal forms with any digits, exponent forms with one leading digit, as
-    Python writes them; `-0.0` counts as zero). Unbounded numbers accept every JSON number spelling."""
+    Accepted: the `json.dumps` text of every int and float within the bounds (`-0.0` counts as zero), plus
+    other decimal spellings (trailing zeros) and exponent spellings with one leading digit. Exact: no text is
+    accepted whose value, as Python parses and compares it, lies outside. Exponent spellings in general
+    (`10e1`) are left out: with unbounded exponents they cannot be bounded by a regular language. Inexact only
+    for float bounds whose exact binary expansion runs past 40 digits (1e300 and the like). Unbounded: every
+    JSON number spelling."""
     # Exact decimal arithmetic: a float's exact value has up to ~770 digits, an int bound any number.
     digits = max(len(str(v)) for v in (lo, hi, 0) if isinstance(v, int))
     with localcontext(Context(prec=max(2000, 2 * digits + 10))):
@@ -646,7 +651,6 @@ _DIGIT = ((0x30, 0x39),)
 _WORD = _norm([(0x30, 0x39), (0x41, 0x5A), (0x5F, 0x5F), (0x61, 0x7A)])
 _SPACE = _norm([(0x09, 0x0D), (0x20, 0x20), (0xA0, 0xA0), (0x1680, 0x1680), (0x2000, 0x200A),
                 (0x2028, 0x2029), (0x202F, 0x202F), (0x205F, 0x205F), (0x3000, 0x3000), (0xFEFF, 0xFEFF)])
-_ALL = ((0, _MAX),)
 _DOT = _invert(_chars("\n\r\u2028\u2029"))  # ECMA `.` excludes the line terminators
 _RAW = _minus(((0x20, _MAX),), _chars('"\\'))  # characters json.dumps writes as themselves
 _SHORT_ESCAPES = {0x22: '"', 0x5C: "\\\\", 0x08: "b", 0x0C: "f", 0x0A: "n", 0x0D: "r", 0x09: "t"}
@@ -829,6 +833,8 @@ class _Emitter:
             elif op is _sre.LITERAL:
                 ranges.extend(self.props.get(chr(av), ((av, av),)))
             elif op is _sre.RANGE:
+                if chr(av[0]) in self.props or chr(av[1]) in self.props:
+                    raise UnsupportedPattern("a property escape as a range end")
                 ranges.append(av)
             elif op is _sre.CATEGORY and av in _CATEGORIES:
                 ranges.extend(_CATEGORIES[av])
@@ -861,8 +867,7 @@ class _Emitter:
             _, add, dele, sub = av
             if add or dele:
                 raise UnsupportedPattern("inline flags")
-            body = self.seq(sub)
-            return body if not body or _is_atom(body) else f"(?:{body})"
+            return self.seq(sub)  # alternations come back grouped already
         if op in _REPEATS:
             lo, hi, sub = av
             return _rep(self.seq(sub), lo, None if hi == _sre.MAXREPEAT else hi)
@@ -917,6 +922,17 @@ def _distribute(seq: list, budget: list[int]) -> list[list]:
     return [seq]
 
 
+def _absorb(seq: list) -> list:
+    """Drop what the "any characters" padding of an unanchored side already covers, at the front of `seq`:
+    `x*` disappears and `x{m,}` becomes `x{m}` (the same language, and no quadratic backtracking in `re`)."""
+    while seq and seq[0][0] in _REPEATS and seq[0][1][0] == 0:
+        seq = seq[1:]
+    if seq and seq[0][0] in _REPEATS and seq[0][1][1] == _sre.MAXREPEAT:
+        op, (lo, _, sub) = seq[0]
+        seq = [(op, (lo, lo, sub))] + seq[1:]
+    return seq
+
+
 def pattern_regex(pattern: str) -> tuple[str, bool]:
     """Regex over the JSON text (with quotes) of strings in which the ECMA-262 `pattern` finds a match.
 
@@ -947,6 +963,10 @@ def pattern_regex(pattern: str) -> tuple[str, bool]:
                 seq, start = seq[1:], True
             while seq and seq[-1] == (_sre.AT, _sre.AT_END):
                 seq, end = seq[:-1], True
+            if not start:
+                seq = _absorb(seq)
+            if not end:
+                seq = _absorb(seq[::-1])[::-1]
             body = emitter.seq(seq)
             pad_start, pad_end = ("" if start else _UNIT + "*"), ("" if end else _UNIT + "*")
             alts.append(pad_start + body + pad_end if body else pad_start or pad_end)
