@@ -173,6 +173,14 @@ def merge_schemas(a: Any, b: Any, dropped: list | None = None) -> Any:
         return copy.copy(a) if isinstance(a, dict) else a
     if a is False or b is False:
         return False
+    if dropped is not None:
+        # additionalProperties / items do not look into sibling applicators: after a merge they would also
+        # cover the other side's properties / prefixItems, which over-accepts.
+        for closed, declared in (("additionalProperties", "properties"), ("items", "prefixItems")):
+            for x, y in ((a, b), (b, a)):
+                if closed in x and declared in y and not set(map(str, y[declared])) <= set(
+                        map(str, x.get(declared, {}) if isinstance(x.get(declared), dict) else x.get(declared, []))):
+                    dropped.append(closed)
     out = dict(a)
     for k, v in b.items():
         if k not in out:
@@ -266,8 +274,11 @@ class IRBuilder:
 
     # -- entry --------------------------------------------------------------------------------------------
     def build(self, hint: str) -> Node:
-        node = self.node(self.root, (), hint, self.resolver)
-        return node
+        meta = self.root.get("$schema") if isinstance(self.root, dict) else None
+        if isinstance(meta, str) and meta.rstrip("#") not in KNOWN_METASCHEMAS:
+            raise self.error(("$schema",), "$schema", f"unknown meta-schema {meta!r}: its vocabularies may "
+                             "change what the keywords mean, so no grammar is produced")
+        return self.node(self.root, (), hint, self.resolver)
 
     def _lookup(self, ref: str, path, resolver):
         try:
@@ -312,6 +323,11 @@ class IRBuilder:
         for key in ("anyOf", "oneOf"):
             if key in schema:
                 rest = {k: v for k, v in schema.items() if k != key}
+                for kw in ("unevaluatedProperties", "unevaluatedItems"):
+                    if kw in rest:
+                        # Properties evaluated by any successful branch count: per-branch closing is too strict.
+                        del rest[kw]
+                        self.relax(path, kw, "not applied across anyOf/oneOf branches")
                 if key == "oneOf" and len(schema[key]) > 1:
                     self.relax(path, "oneOf", "exclusivity is not enforced (treated as anyOf)")
                 constrained = {k for k in rest if k not in _ANNOTATIONS}
@@ -458,7 +474,7 @@ class IRBuilder:
                     self.relax(path, "maxLength" if hi is not None else "minLength",
                                "length bounds are not combined with a format")
                 return ScalarNode("string", regex, hint=fmt.replace("-", "_"))
-            if fmt in jsonschema.Draft202012Validator.FORMAT_CHECKER.checkers:
+            if fmt in _SPEC_FORMATS or fmt in jsonschema.Draft202012Validator.FORMAT_CHECKER.checkers:
                 self.relax(path, "format", f"format {fmt!r} is not expressed in the grammar")
         default_bound = hi is None and self.policy.max_string_length is not None
         if default_bound:
@@ -566,6 +582,16 @@ class IRBuilder:
                 extra_key = rx.string_regex(0, self.policy.max_string_length)
         return ObjectNode(props, extra, extra_key, hint=hint)
 
+
+# The formats draft 2020-12 defines; asserting one we cannot express is a relaxation, not a silent pass.
+_SPEC_FORMATS = {"date-time", "date", "time", "duration", "email", "idn-email", "hostname", "idn-hostname", "ipv4",
+                 "ipv6", "uri", "uri-reference", "iri", "iri-reference", "uuid", "uri-template", "json-pointer",
+                 "relative-json-pointer", "regex"}
+# Meta-schemas whose vocabularies we implement; a custom one may switch validation off, so it is refused.
+KNOWN_METASCHEMAS = {
+    "https://json-schema.org/draft/2020-12/schema", "https://json-schema.org/draft/2019-09/schema",
+    "http://json-schema.org/draft-07/schema", "http://json-schema.org/draft-06/schema",
+    "http://json-schema.org/draft-04/schema"}
 
 _TYPED_KEYWORDS = {"minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "minLength", "maxLength",
                    "pattern", "format", "items", "prefixItems", "minItems", "maxItems", "properties",
