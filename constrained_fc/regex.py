@@ -977,3 +977,39 @@ def pattern_regex(pattern: str) -> tuple[str, bool]:
         return '""', emitter.exact
     body = _alt(nonempty)
     return '"' + (_rep(body, 0, 1) if len(nonempty) < len(alts) else body) + '"', emitter.exact
+
+
+def bound_repeats(regex: str, n: int) -> str:
+    """Replace every unbounded quantifier (`*`, `+`, `{m,}`) outside character classes with an upper bound of
+    `n`, so a format regex (email local parts, URI paths) cannot run on forever under a length budget."""
+    out, i, in_class = [], 0, False
+    while i < len(regex):
+        ch = regex[i]
+        if ch == "\\":
+            out.append(regex[i:i + 2])
+            i += 2
+            continue
+        if in_class:
+            in_class = ch != "]"
+            out.append(ch)
+        elif ch == "[":
+            in_class = True
+            out.append(ch)
+            if regex[i + 1:i + 2] == "]":  # a literal ] right after [ belongs to the class
+                out.append("]")
+                i += 1
+        elif ch == "*":
+            out.append(f"{{0,{n}}}")
+        elif ch == "+":
+            out.append(f"{{1,{n}}}")
+        elif ch == "{":
+            m = re.match(r"\{(\d+),\}", regex[i:])
+            if m:
+                out.append(f"{{{m[1]},{max(n, int(m[1]))}}}")
+                i += len(m[0])
+                continue
+            out.append(ch)
+        else:
+            out.append(ch)
+        i += 1
+    return "".join(out)

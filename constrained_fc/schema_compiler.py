@@ -434,6 +434,8 @@ class Renderer:
 
 # ---------------------------------------------------------------------------------------------- Grammar
 _UNQUOTED_TERMINAL = re.compile(r"^([A-Z][A-Z0-9_]*): /([^\"].*)/$", re.M)
+_TERMINAL_LINE = re.compile(r"^[A-Z][A-Z0-9_]*: /.*/$", re.M)
+_BACKSLASHES_QUOTE = re.compile(r'(?<!\\)((?:\\\\)+)"')
 
 
 @functools.lru_cache(maxsize=128)
@@ -447,6 +449,9 @@ def lark_parser(text: str) -> lark.Lark:
         numeric = "[0-9]" in m[2] or "[1-9]" in m[2]
         return f"{m[1]}: /(?:{m[2]})(?![0-9.eE+-])/" if numeric else m[0]
     text = _UNQUOTED_TERMINAL.sub(longest, text)
+    # lark's regex-literal unescaping turns an escaped backslash followed by a quote (\\") into an escaped
+    # quote, dropping the backslash; spelling that quote \x22 keeps the regex's meaning.
+    text = _TERMINAL_LINE.sub(lambda m: _BACKSLASHES_QUOTE.sub(r"\1\\x22", m[0]), text)
     return lark.Lark(text, start="start", parser="earley", lexer="dynamic", propagate_positions=True)
 
 
