@@ -56,7 +56,7 @@ _TRIGGERS = ("[TOOL_CALLS]", "<tool_call>")
 
 ROW_COLUMNS = ["category", "mode", "n", "called", "calls", "parse_failures", "unknown_function",
                "schema_violations", "hallucinated_calls", "ast_accuracy", "finish_tool_calls", "mean_new_tokens",
-               "wall_s", "s_per_case", "errors"]
+               "wall_s", "s_per_case", "cpu_s_per_case", "errors"]
 COLUMN_HELP = {
     "n": "cases run",
     "called": "cases with at least one parsed call",
@@ -75,6 +75,8 @@ COLUMN_HELP = {
     "mean_new_tokens": "mean new tokens per case (forced tokens included, end-of-sequence excluded)",
     "wall_s": "total wall-clock seconds for the row's cases (prompt, generation and parsing)",
     "s_per_case": "wall_s / n",
+    "cpu_s_per_case": "process CPU seconds per case, all threads together (a steadier cost measure than wall time "
+                      "on a shared machine)",
     "errors": "cases where generation raised (counted as failing the AST check)",
 }
 
@@ -144,7 +146,7 @@ def score_case(model, tokenizer, case, mode: str, max_new_tokens: int = DEFAULT_
     """One case in one mode -> a per-case record (JSON-ready)."""
     if mode not in MODES:
         raise ValueError(f"unknown mode {mode!r}; expected one of {MODES}")
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     error = None
     try:
         if mode == "unconstrained":
@@ -178,6 +180,7 @@ def score_case(model, tokenizer, case, mode: str, max_new_tokens: int = DEFAULT_
         "finish_reason": out["finish_reason"],
         "new_tokens": int(out["new_tokens"]), "prompt_tokens": int(out["prompt_tokens"]),
         "wall_s": round(time.perf_counter() - t0, 4),
+        "cpu_s": round(time.process_time() - c0, 4),
         "error": error,
         "text": out["text"][:TEXT_KEEP],
     }
@@ -220,6 +223,7 @@ def aggregate(records: list[dict]) -> list[dict]:
             unknown = sum(r["unknown_function"] for r in rs)
             schema = sum(r["schema_violations"] for r in rs)
             wall = sum(r["wall_s"] for r in rs)
+            cpu = sum(r.get("cpu_s", 0.0) for r in rs)
             rows.append({
                 "category": cat, "mode": mode, "n": n,
                 "called": sum(r["n_calls"] > 0 for r in rs),
@@ -233,6 +237,7 @@ def aggregate(records: list[dict]) -> list[dict]:
                 "mean_new_tokens": sum(r["new_tokens"] for r in rs) / n,
                 "wall_s": round(wall, 2),
                 "s_per_case": round(wall / n, 3),
+                "cpu_s_per_case": round(cpu / n, 3),
                 "errors": sum(r.get("error") is not None for r in rs),
             })
     return rows
@@ -367,7 +372,10 @@ def main(argv=None) -> int:
     ap.add_argument("--categories", nargs="+", default=list(BFCL_CATEGORIES), choices=BFCL_CATEGORIES)
     ap.add_argument("--modes", nargs="+", default=list(MODES), choices=MODES)
     ap.add_argument("--max-new-tokens", type=int, default=DEFAULT_MAX_NEW_TOKENS)
+    ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's own choice)")
     args = ap.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     limit = args.limit if args.limit and args.limit > 0 else None
     categories = list(dict.fromkeys(args.categories))
     modes = list(dict.fromkeys(args.modes))
@@ -377,7 +385,7 @@ def main(argv=None) -> int:
     model, tokenizer = load_model(args.model)
     settings = {"model": args.model or "SmolLM2-135M-Instruct (embedded)", "limit": limit,
                 "categories": categories, "modes": modes, "max_new_tokens": args.max_new_tokens,
-                "n_cases": len(cases)}
+                "n_cases": len(cases), "torch_threads": torch.get_num_threads()}
     t0 = time.perf_counter()
     records = score(model, tokenizer, cases, modes, args.max_new_tokens)
     settings["total_wall_s"] = round(time.perf_counter() - t0, 1)

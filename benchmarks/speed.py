@@ -244,7 +244,9 @@ class Bench:
                 term.schema, term.whitespace_pattern))
         if engine == OUTLINES_CFG:
             from outlines.types import CFG
-            grammar = CallPlan(self.tok, tools, tool_choice="required").grammar  # the grammar our engines run
+            # The grammar our engines run (what CallPlan compiles for tool_choice="required"), compiled here.
+            grammar = compile_tools(tools, max_calls=DEFAULT_MAX_CALLS,
+                                    max_string_length=DEFAULT_MAX_STRING_LENGTH, warn=False)
             term = CFG(grammar.body_lark)
             return Prepared(processor=self.backend(engine).get_cfg_logits_processor(term.definition))
         if engine == XGRAMMAR:

@@ -255,25 +255,21 @@ def compile_tools(tools: Sequence[Any], *, format: str = "mistral", parallel: bo
     return ToolGrammar(norm, spec, text, body_text, args_nodes, call_rules, dialect, relaxations, options)
 
 
+def _more(item: str, most: int | None) -> str:
+    """Up to `most - 1` further repetitions of `item` (unbounded when most is None)."""
+    if most == 1:
+        return ""
+    return f"({item})*" if most is None else f"({item})~0..{most - 1}"
+
+
 def _envelope_vars(format: str, em: LarkEmitter, call_rules: list, parallel: bool, max_calls: int | None) -> dict:
     most = 1 if not parallel else max_calls
+    out = dict(call_alternatives=" | ".join(call_rules))
     if format == "hermes":
-        block = '"\\n<tool_call>\\n" tool_call "\\n</tool_call>"'
-        if most == 1:
-            more = ""
-        elif most is None:
-            more = f"({block})*"
-        else:
-            more = f"({block})~0..{most - 1}"
-        return dict(more_calls=more, call_alternatives=" | ".join(call_rules))
+        out.update(more_calls=_more('"\\n<tool_call>\\n" tool_call "\\n</tool_call>"', most))
+        return out
     comma = em.sep(",")
-    if most == 1:
-        calls = "tool_call"
-    elif most is None:
-        calls = f"tool_call ({comma} tool_call)*"
-    else:
-        calls = f"tool_call ({comma} tool_call)~0..{most - 1}"
-    out = dict(calls=calls, call_alternatives=" | ".join(call_rules))
+    out.update(calls=f"tool_call {_more(f'{comma} tool_call', most)}".strip())
     if format == "mistral":
         # Flexible whitespace also admits a space after the trigger token, as some Mistral models write.
         out.update(lbrack=("WS? " if em.d.flexible else "") + em.open("["), rbrack=em.close("]"))

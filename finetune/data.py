@@ -25,7 +25,6 @@ import json
 import logging
 import math
 import random
-import re
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,10 +32,13 @@ from typing import Any, Callable, Iterable, Iterator
 
 import jsonschema
 
+from constrained_fc.errors import ToolSchemaError
+from constrained_fc.tools import NAME_RE
+from constrained_fc.tools import normalize_tool as _library_normalize_tool
+from constrained_fc.tools import normalize_tools as _library_normalize_tools
+
 log = logging.getLogger(__name__)
 
-# Same rule as constrained_fc.tools.NAME_RE; repeated so that reading data never imports the compiler.
-NAME_RE = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 OBJECTIVES = ("single", "parallel", "nested", "chat", "no_tool")
 FORMATS = ("function_call", "messages", "sharegpt")
 _FORMAT_ALIASES = {"auto": "auto", "function_call": "function_call", "training": "function_call",
@@ -45,7 +47,6 @@ _FORMAT_ALIASES = {"auto": "auto", "function_call": "function_call", "training":
 HOLDOUTS = ("random", "tools", "templates")
 _MAX_LOGGED_ERRORS = 20  # per file; the rest are still in LoadReport.errors
 _FORMAT_CHECKER = jsonschema.Draft202012Validator.FORMAT_CHECKER
-_EMPTY_PARAMS = {"type": "object", "properties": {}}
 
 
 class RecordError(ValueError):
@@ -156,46 +157,29 @@ def parse_arguments(raw: Any, where: str) -> dict:
     return copy.deepcopy(raw)
 
 
+def _tool_error(e: ToolSchemaError) -> RecordError:
+    return RecordError("tool_def", str(e))
+
+
 def normalize_tool(raw: Any, index: int = 0) -> dict:
-    """A tool in OpenAI form ``{"type": "function", "function": {...}}`` or bare form ``{name, description,
-    parameters}`` (or a JSON string of either) -> OpenAI form, with its name and schema checked."""
+    """A tool in any dialect `constrained_fc.tools.normalize_tool` accepts (OpenAI form, bare/Mistral form, BFCL
+    types), or a JSON string of one -> OpenAI form ``{"type": "function", "function": {name, description,
+    parameters}}``, with its name and schema checked by the library (so training data and decoding agree on what
+    a valid tool is)."""
     if isinstance(raw, str):
         try:
             raw = json.loads(raw)
         except json.JSONDecodeError as e:
             raise RecordError("tool_def", f"tool #{index} is not valid JSON ({e.msg})")
-    if not isinstance(raw, dict):
-        raise RecordError("tool_def", f"tool #{index} must be an object, got {type(raw).__name__}")
-    fn = raw["function"] if isinstance(raw.get("function"), dict) else raw
-    name = fn.get("name")
-    if not isinstance(name, str) or not NAME_RE.fullmatch(name):
-        raise RecordError("tool_def", f"tool #{index}: name {name!r} must match [A-Za-z0-9_.-]{{1,64}}")
-    params = fn.get("parameters")
-    if params is None:
-        params = copy.deepcopy(_EMPTY_PARAMS)
-    if not isinstance(params, dict):
-        raise RecordError("tool_def", f"tool {name!r}: parameters must be an object schema")
-    params = copy.deepcopy(params)
-    if "type" not in params:
-        params["type"] = "object"
-    if params.get("type") != "object":
-        raise RecordError("tool_def", f"tool {name!r}: parameters must have type 'object', "
-                                      f"got {params.get('type')!r}")
     try:
-        jsonschema.Draft202012Validator.check_schema(params)
-    except jsonschema.SchemaError as e:
-        path = "/".join(str(p) for p in e.absolute_path) or "(root)"
-        raise RecordError("tool_def", f"tool {name!r}: parameters are not a valid JSON Schema at {path}: "
-                                      f"{e.message}")
-    description = fn.get("description") or ""
-    if not isinstance(description, str):
-        raise RecordError("tool_def", f"tool {name!r}: description must be a string")
-    return {"type": "function", "function": {"name": name, "description": description, "parameters": params}}
+        return _library_normalize_tool(raw, index).to_openai()
+    except ToolSchemaError as e:
+        raise _tool_error(e) from None
 
 
 def normalize_tools(raw: Any) -> list[dict]:
-    """A list of tools (or a JSON string of one) -> OpenAI form; duplicate names are an error since a call
-    must identify exactly one tool."""
+    """A list of tools (or a JSON string of one) -> OpenAI form, through `constrained_fc.tools.normalize_tools`;
+    duplicate names are an error since a call must identify exactly one tool."""
     if isinstance(raw, str):
         try:
             raw = json.loads(raw) if raw.strip() else []
@@ -205,15 +189,12 @@ def normalize_tools(raw: Any) -> list[dict]:
         return []
     if not isinstance(raw, list):
         raise RecordError("tool_def", f"tools must be a list, got {type(raw).__name__}")
-    out, seen = [], set()
-    for i, t in enumerate(raw):
-        tool = normalize_tool(t, i)
-        name = tool["function"]["name"]
-        if name in seen:
-            raise RecordError("tool_def", f"duplicate tool name {name!r}")
-        seen.add(name)
-        out.append(tool)
-    return out
+    # Each tool separately first, so a bad one is reported by its position (and a JSON string item is parsed).
+    tools = [normalize_tool(t, i) for i, t in enumerate(raw)]
+    try:
+        return [t.to_openai() for t in _library_normalize_tools(tools)]
+    except ToolSchemaError as e:  # duplicate names
+        raise _tool_error(e) from None
 
 
 _VALIDATORS: dict[str, jsonschema.Draft202012Validator] = {}
