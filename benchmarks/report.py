@@ -1,0 +1,58 @@
+"""Regenerate the README's "Results" section from the benchmarks' results folders (never edit it by hand).
+
+    python benchmarks/report.py [--results results] [--readme README.md]
+"""
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"
+SECTIONS = [
+    ("coverage", "Schema coverage", "python benchmarks/coverage.py", "coverage.png"),
+    ("compile_speed", "Compile time and mask cost", "python benchmarks/compile_speed.py", None),
+    ("hallucination", "Hallucinated calls on BFCL", "python benchmarks/hallucination.py", "hallucination.png"),
+    ("speed", "Speed against unconstrained generation and peers", "python benchmarks/speed.py", "speed.png"),
+    ("finetune", "Fine-tuning: before and after", "python -m finetune evaluate ...", "loss.png"),
+]
+
+
+def build(results: Path, readme: Path) -> str:
+    parts = [BEGIN, ""]
+    for folder, title, command, png in SECTIONS:
+        md = results / folder / "results.md"
+        if not md.is_file():
+            continue
+        body = md.read_text("utf-8").strip()
+        body = re.sub(r"^# .*\n+", "", body)  # the section title replaces the file's own
+        body = re.sub(r"^(#+) ", lambda m: "#" * (len(m[1]) + 3) + " ", body, flags=re.M)
+        parts += [f"### {title}", "", f"`{command}` → `{(results / folder).relative_to(ROOT).as_posix()}/`", "",
+                  body, ""]
+        if png and (results / folder / png).is_file():
+            parts += [f"![{title}]({(results / folder / png).relative_to(ROOT).as_posix()})", ""]
+    parts.append(END)
+    return "\n".join(parts)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--results", default=str(ROOT / "results"))
+    ap.add_argument("--readme", default=str(ROOT / "README.md"))
+    args = ap.parse_args(argv)
+    readme = Path(args.readme)
+    text = readme.read_text("utf-8")
+    if BEGIN not in text or END not in text:
+        print(f"{readme} has no {BEGIN} ... {END} block", file=sys.stderr)
+        return 2
+    block = build(Path(args.results).resolve(), readme)
+    new = text[:text.index(BEGIN)] + block + text[text.index(END) + len(END):]
+    readme.write_text(new, "utf-8")
+    print(f"updated {readme}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
