@@ -1,5 +1,7 @@
-"""Hallucinated tool calls with and without the grammar, on BFCL v3 simple / multiple / parallel /
-parallel_multiple / irrelevance, for the embedded SmolLM2-135M-Instruct or any local model directory.
+"""Hallucinated tool calls on BFCL v3: unconstrained generation against constrained_fc (auto / required).
+
+Categories simple / multiple / parallel / parallel_multiple / irrelevance, for the embedded
+SmolLM2-135M-Instruct or any local model directory (a fine-tuned merge included).
 
 Three modes, all greedy on the very same prompt (`render_prompt(tokenizer, messages, tools)`, which is also
 what `constrained_fc.generate` renders) and the same `--max-new-tokens`, stopping at end-of-sequence:
@@ -19,10 +21,13 @@ denominator gives "inf" (∞, every hallucination removed) when the numerator is
 nothing to reduce) when both are zero.
 
     python benchmarks/hallucination.py [--model DIR] [--limit N] [--categories ...] [--modes ...]
-        [--max-new-tokens 128] [--out results/hallucination] [--data ../shared/data]
+        [--max-new-tokens 128] [--threads N] [--out results/hallucination] [--data ../shared/data]
 
-The default `--limit` (first N cases per category) keeps a full run (5 categories x 3 modes) inside 20
-minutes on 2 CPU cores with the embedded model; `--limit 0` runs every case.
+The default `--limit` (first 12 cases per category) keeps a full run (5 categories x 3 modes) inside 20
+minutes on 2 CPU cores with the embedded model; `--limit 0` runs every case. On a machine shared with other
+jobs, `--threads 1` avoids oversubscribing the cores (two torch threads per process can then run several
+times slower). Besides results.json / results.md / hallucination.png, cases.jsonl keeps every per-case record
+(calls, AST verdict, first characters of the generated text).
 """
 from __future__ import annotations
 
@@ -44,9 +49,12 @@ from constrained_fc.decoding import generate
 
 MODES = ("unconstrained", "auto", "required")
 CONSTRAINED_MODES = ("required", "auto")
-# Measured on 2 CPU cores with the embedded model (see the module's README entry): about 2.5 s per case for
-# the three modes together, so 5 categories x 60 cases stay well inside 20 minutes.
-DEFAULT_LIMIT = 60
+# Measured with the embedded model (--limit 5, one torch thread, on a 2-core machine busy with other jobs):
+# per case 8.1 s wall / 5.4 CPU-s for `unconstrained`, 8.1 / 5.5 for `auto` (both mostly run to the 128-token
+# limit: the model writes Python instead of calls) and 2.4 / 1.7 for `required`, so 18.5 s wall for the three
+# modes. 5 categories x 12 cases is then about 18.5 minutes even at that busy-machine rate (about 12.5 minutes
+# by CPU time); `--limit 0` runs everything (1,240 cases, hours on a CPU).
+DEFAULT_LIMIT = 12
 DEFAULT_MAX_NEW_TOKENS = 128
 TEXT_KEEP = 600  # characters of generated text kept per case in cases.jsonl
 
@@ -91,10 +99,11 @@ def eos_ids(tokenizer) -> list[int]:
 
 
 def attempted_call(text: str, tool_names) -> bool:
-    """Did the model try to write a call: a call marker, a `{"name":` object, or `known_tool(`?"""
+    """Did the model try to write a call: a call marker, a `{"name":` object, or `known_tool(` (a Python
+    definition `def known_tool(` is not a call)?"""
     if _ATTEMPT_RE.search(text):
         return True
-    return any(re.search(r"(?<![\w.])" + re.escape(n) + r"\s*\(", text) for n in tool_names if n)
+    return any(re.search(r"(?<![\w.])(?<!def )" + re.escape(n) + r"\s*\(", text) for n in tool_names if n)
 
 
 def greedy_kwargs(tokenizer, model, max_new_tokens: int) -> dict:
@@ -315,6 +324,7 @@ def plot(rows: list[dict], path) -> None:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     cats = _order({r["category"] for r in rows}, BFCL_CATEGORIES)
     modes = _order({r["mode"] for r in rows}, MODES)
@@ -322,6 +332,7 @@ def plot(rows: list[dict], path) -> None:
     width = 0.8 / max(len(modes), 1)
     colors = {"unconstrained": "tab:red", "auto": "tab:blue", "required": "tab:green"}
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(13, 4.5))
+    top = 0
     for i, mode in enumerate(modes):
         xs = [j + (i - (len(modes) - 1) / 2) * width for j in range(len(cats))]
         unknown = [by.get((c, mode), {}).get("unknown_function", 0) for c in cats]
@@ -330,14 +341,21 @@ def plot(rows: list[dict], path) -> None:
         ax1.bar(xs, unknown, width, color=color, label=f"{mode}: unknown function")
         ax1.bar(xs, schema, width, bottom=unknown, color=color, alpha=0.45, hatch="//",
                 label=f"{mode}: schema violation")
+        for x, u, v in zip(xs, unknown, schema):  # the count on top, so a 0 is visible as a 0
+            ax1.annotate(str(u + v), (x, u + v), ha="center", va="bottom", fontsize=7)
+            top = max(top, u + v)
         acc = [by.get((c, mode), {}).get("ast_accuracy", 0.0) for c in cats]
         ax2.bar(xs, acc, width, color=color, label=mode)
+        for x, a in zip(xs, acc):
+            ax2.annotate(f"{a:.2f}", (x, a), ha="center", va="bottom", fontsize=6)
     for ax in (ax1, ax2):
         ax.set_xticks(range(len(cats)), cats, rotation=15)
+    ax1.set_ylim(0, max(1, top) * 1.2)
+    ax1.yaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
     ax1.set_ylabel("hallucinated calls")
     ax1.set_title("Hallucinated calls (unknown function + schema violation)")
     ax1.legend(fontsize=7)
-    ax2.set_ylim(0, 1.05)
+    ax2.set_ylim(0, 1.1)
     ax2.set_ylabel("AST accuracy (irrelevance: no call)")
     ax2.set_title("BFCL AST accuracy")
     ax2.legend(fontsize=8)
@@ -368,6 +386,9 @@ def load_cases(categories, limit: int | None, data=None) -> list:
 def main(argv=None) -> int:
     ap = parser(__doc__.splitlines()[0], "hallucination")
     ap.set_defaults(limit=DEFAULT_LIMIT)
+    for action in ap._actions:
+        if action.dest == "limit":
+            action.help = f"first N cases per category (default {DEFAULT_LIMIT}; 0 = all)"
     ap.add_argument("--model", default=None, help="local Hugging Face model directory (default: embedded SmolLM2)")
     ap.add_argument("--categories", nargs="+", default=list(BFCL_CATEGORIES), choices=BFCL_CATEGORIES)
     ap.add_argument("--modes", nargs="+", default=list(MODES), choices=MODES)

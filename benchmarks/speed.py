@@ -45,7 +45,8 @@ from constrained_fc.logits_processor import (DEFAULT_MAX_CALLS, DEFAULT_MAX_STRI
 from constrained_fc.tool_grammar import compile_tools
 from constrained_fc.tools import normalize_tools
 
-DEFAULT_LIMIT = 10
+DEFAULT_LIMIT = 30  # per category: about 10-12 min on 2 quiet CPU cores (8 engines, ~1.3 s a call)
+DEFAULT_MAX_MINUTES = 18.0  # no new case is started after this, so a default run stays under 20 min
 TARGET_SPEEDUP = 1.5  # fast-forward vs "unconstrained (stop at call end)"
 MASK_SHARE_TARGET_PCT = 1.0
 
@@ -330,6 +331,7 @@ def time_call(bench: Bench, engine: str, case) -> dict:
     body = out.pop("body")
     rec.update(out)
     rec["valid"] = bench.valid(case, body)
+    rec["list_closed"] = call_list_span(body) is not None
     rec["output"] = body[:300]
     return rec
 
@@ -476,6 +478,8 @@ def main(argv=None) -> int:
     ap.add_argument("--sizes", type=int, nargs="+", default=[1, 10, 50, 200], help="tool counts for the mask rows")
     ap.add_argument("--mask-steps", type=int, default=1000, help="mask samples per tool list")
     ap.add_argument("--repeat", type=int, default=3, help="compile repeats per tool list")
+    ap.add_argument("--max-minutes", type=float, default=DEFAULT_MAX_MINUTES,
+                    help="start no new case after this many minutes (the cases done so far are reported)")
     args = ap.parse_args(argv)
     started = time.perf_counter()
 
@@ -505,11 +509,16 @@ def main(argv=None) -> int:
         if "error" in rec:
             broken[e] = rec["error"]
             print(f"warning: {e} failed its warm-up call and is left out: {rec['error']}", file=sys.stderr)
-    records = []
+    records, done = [], 0
     for case in tqdm(cases, desc="cases"):
+        if time.perf_counter() - started > 60 * args.max_minutes:
+            print(f"warning: --max-minutes {args.max_minutes} reached after {done} of {len(cases)} cases; "
+                  "reporting those", file=sys.stderr)
+            break
         for e in engines:
             if e not in broken:
                 records.append(time_call(bench, e, case))
+        done += 1
     bench.close()
 
     rows = []
@@ -540,7 +549,8 @@ def main(argv=None) -> int:
 
     md = ["# End-to-end tool-call speed", "",
           f"Embedded SmolLM2-135M-Instruct, greedy, torch threads {torch.get_num_threads()}, "
-          f"max_new_tokens {args.max_new_tokens}, first {args.limit} BFCL cases per category. Same prompt ids "
+          f"max_new_tokens {args.max_new_tokens}, first {args.limit} BFCL cases per category"
+          f"{'' if done == len(cases) else f' (time limit: {done} of {len(cases)} cases run)'}. Same prompt ids "
           "for every engine (rendered prompt + `[TOOL_CALLS]`). Ratios: median wall of the baseline / median "
           "wall of the engine over the same cases (> 1 is faster). Tokens count every new token (forced, "
           "sampled and end-of-sequence); forced share is the share the fast-forward loop fed without a "
@@ -551,6 +561,12 @@ def main(argv=None) -> int:
         md += [f"## BFCL {cat}", "", md_table([r for r in rows if r["category"] == cat], SPEED_COLUMNS,
                                               SPEED_HEADERS), ""]
     md += ["## Targets", ""] + target_lines + [""]
+    base_recs = [r for r in records if r["engine"] == STOP_AT_END and "error" not in r]
+    if base_recs:
+        closed = sum(r["list_closed"] for r in base_recs)
+        md += [f"The stop-at-call-end criterion fired on {closed} of {len(base_recs)} unconstrained outputs; the "
+               "others ran to end-of-sequence or the token limit (a model that does not write the call format "
+               "unprompted makes both unconstrained rows the same work).", ""]
     failed = [r for r in rows if r["category"] == "all" and r.get("error")]
     if failed:
         md += ["## Errors", ""] + [f"- {r['engine']}: {r.get('errors', 'all')} call(s): {r['error']}"
@@ -567,6 +583,7 @@ def main(argv=None) -> int:
     out = write_results(args.out, rows, "\n".join(md),
                         extra={"mask": mask_rows, "calls": light,
                                "settings": {"limit": args.limit, "categories": args.categories,
+                                            "cases_run": done, "cases_planned": len(cases),
                                             "max_new_tokens": args.max_new_tokens, "engines": engines,
                                             "decode_forward_ms_median": fwd_ms, "elapsed_s": round(elapsed, 1),
                                             "backend_ms": bench.backend_ms}})

@@ -566,4 +566,4 @@ def test_cli_data_check(tmp_path, capsys):
     assert cli_main(["data-check", str(path), "--strict"]) == 1
     assert cli_main(["data-check", str(tmp_path / "nope.jsonl")]) == 2
     with pytest.raises(SystemExit):
-        cli_main(["train"])  # not a command (yet): argparse refuses it
+        cli_main(["nope"])  # not a command: argparse refuses it
