@@ -19,7 +19,7 @@ from tqdm import tqdm
 
 from constrained_fc import compile_tools
 from constrained_fc.data import BFCL_CATEGORIES, load_bfcl
-from constrained_fc.logits_processor import DEFAULT_MAX_CALLS, DEFAULT_MAX_STRING_LENGTH
+from constrained_fc.logits_processor import DEFAULT_MAX_ARRAY_ITEMS, DEFAULT_MAX_CALLS, DEFAULT_MAX_STRING_LENGTH
 from constrained_fc.matcher import TokenMatcher, allocate_bitmask, unpack_bitmask
 
 
@@ -40,6 +40,7 @@ def compile_ms(tools, repeat: int) -> float:
     for _ in range(repeat):
         t0 = time.perf_counter()
         compile_tools(tools, max_calls=DEFAULT_MAX_CALLS, max_string_length=DEFAULT_MAX_STRING_LENGTH,
+                      max_array_items=DEFAULT_MAX_ARRAY_ITEMS,
                       warn=False)
         times.append(1e3 * (time.perf_counter() - t0))
     return statistics.median(times)
@@ -84,6 +85,7 @@ def measure(sizes, repeat, steps, data=None, tokenizer=None) -> list[dict]:
     for n in tqdm(sizes, desc="tool lists"):
         tools = pool[:n]
         g = compile_tools(tools, max_calls=DEFAULT_MAX_CALLS, max_string_length=DEFAULT_MAX_STRING_LENGTH,
+                      max_array_items=DEFAULT_MAX_ARRAY_ITEMS,
                           warn=False)
         ms = compile_ms(tools, repeat)
         times, build_ms = mask_walk(g, tokenizer, steps)

@@ -40,7 +40,8 @@ from transformers import LogitsProcessorList, StoppingCriteria, StoppingCriteria
 import compile_speed
 from constrained_fc.chat import TOOL_CALLS, render_prompt
 from constrained_fc.errors import GrammarMismatchError
-from constrained_fc.logits_processor import (DEFAULT_MAX_CALLS, DEFAULT_MAX_STRING_LENGTH, CallPlan,
+from constrained_fc.logits_processor import (DEFAULT_MAX_ARRAY_ITEMS, DEFAULT_MAX_CALLS,
+                                             DEFAULT_MAX_STRING_LENGTH, CallPlan,
                                              ToolCallLogitsProcessor)
 from constrained_fc.tool_grammar import compile_tools
 from constrained_fc.tools import normalize_tools
@@ -234,6 +235,7 @@ class Bench:
             # What CallPlan compiles (uncached here, so every call pays it), then the plan / processor itself,
             # whose compile is now a cache hit, as in an application that reuses its tools.
             compile_tools(tools, max_calls=DEFAULT_MAX_CALLS, max_string_length=DEFAULT_MAX_STRING_LENGTH,
+                          max_array_items=DEFAULT_MAX_ARRAY_ITEMS,
                           warn=False)
             if engine == LOGITS_PROCESSOR:
                 return Prepared(processor=ToolCallLogitsProcessor(self.tok, tools, tool_choice="required"))
@@ -247,7 +249,8 @@ class Bench:
             from outlines.types import CFG
             # The grammar our engines run (what CallPlan compiles for tool_choice="required"), compiled here.
             grammar = compile_tools(tools, max_calls=DEFAULT_MAX_CALLS,
-                                    max_string_length=DEFAULT_MAX_STRING_LENGTH, warn=False)
+                                    max_string_length=DEFAULT_MAX_STRING_LENGTH,
+                                    max_array_items=DEFAULT_MAX_ARRAY_ITEMS, warn=False)
             term = CFG(grammar.body_lark)
             return Prepared(processor=self.backend(engine).get_cfg_logits_processor(term.definition))
         if engine == XGRAMMAR:

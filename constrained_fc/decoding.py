@@ -14,7 +14,7 @@ from transformers import DynamicCache
 
 from .call_scanner import CallScanner
 from .errors import ConstrainedFCError
-from .logits_processor import DEFAULT_MAX_CALLS, DEFAULT_MAX_STRING_LENGTH, CallPlan
+from .logits_processor import DEFAULT_MAX_ARRAY_ITEMS, DEFAULT_MAX_CALLS, DEFAULT_MAX_STRING_LENGTH, CallPlan
 from .matcher import allocate_bitmask, apply_bitmask
 from .reply import parse_body
 from .tools import ToolCall
@@ -77,7 +77,8 @@ def generate(model, tokenizer, messages, tools, *, tool_choice: Any = "auto", fo
              fast_forward: bool = True, max_new_tokens: int = 256, do_sample: bool = False,
              temperature: float = 1.0, top_p: float = 1.0, stream: bool = False, parallel: bool = True,
              max_calls: int | None = DEFAULT_MAX_CALLS,
-             max_string_length: int | None = DEFAULT_MAX_STRING_LENGTH, whitespace: str = "canonical",
+             max_string_length: int | None = DEFAULT_MAX_STRING_LENGTH,
+             max_array_items: int | None = DEFAULT_MAX_ARRAY_ITEMS, whitespace: str = "canonical",
              seed: int | None = None):
     """Generate one assistant turn. Returns a `Result`; with stream=True, an iterator of OpenAI-style deltas
     (`{"content": ...}`, `{"tool_calls": [{"index", "id", "function": {"name" | "arguments"}}]}`) ending with
@@ -85,11 +86,13 @@ def generate(model, tokenizer, messages, tools, *, tool_choice: Any = "auto", fo
 
     fast_forward feeds the tokens the grammar forces in one forward pass; with False they are fed one pass
     each. Both produce the same tokens. max_calls bounds calls per turn (default 8); max_string_length bounds
-    strings whose schema has no maxLength (default 128 characters), so a run-on string cannot eat the budget."""
+    strings whose schema has no maxLength (default 128 characters) and max_array_items arrays with no maxItems
+    (default 16), so a run-on string or list cannot eat the budget."""
     run = _Decoder(model, tokenizer, messages, tools, tool_choice=tool_choice, format=format,
                    fast_forward=fast_forward, max_new_tokens=max_new_tokens, do_sample=do_sample,
                    temperature=temperature, top_p=top_p, parallel=parallel, max_calls=max_calls,
-                   max_string_length=max_string_length, whitespace=whitespace, seed=seed, stream=stream)
+                   max_string_length=max_string_length, max_array_items=max_array_items, whitespace=whitespace,
+                   seed=seed, stream=stream)
     if stream:
         return run.events()
     for _ in run.events():
@@ -99,11 +102,13 @@ def generate(model, tokenizer, messages, tools, *, tool_choice: Any = "auto", fo
 
 class _Decoder:
     def __init__(self, model, tokenizer, messages, tools, *, tool_choice, format, fast_forward, max_new_tokens,
-                 do_sample, temperature, top_p, parallel, max_calls, max_string_length, whitespace, seed, stream):
+                 do_sample, temperature, top_p, parallel, max_calls, max_string_length, max_array_items, whitespace, seed,
+                 stream):
         from .chat import render_prompt
         self.model, self.tok = model, tokenizer
         self.plan = CallPlan(tokenizer, tools, tool_choice=tool_choice, format=format, parallel=parallel,
-                             max_calls=max_calls, max_string_length=max_string_length, whitespace=whitespace)
+                             max_calls=max_calls, max_string_length=max_string_length,
+                             max_array_items=max_array_items, whitespace=whitespace)
         tools_for_prompt = [t.to_openai() for t in self.plan.grammar.tools] if self.plan.grammar else tools
         self.prompt = render_prompt(tokenizer, messages, tools_for_prompt or None)
         self.fast_forward = fast_forward

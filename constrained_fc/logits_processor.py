@@ -22,14 +22,16 @@ from .tool_grammar import TOOL_CHOICES, ToolGrammar, compile_tools, tool_choice_
 # A tiny model under a grammar can repeat calls forever; these bound a turn (see README, "Calls that end").
 DEFAULT_MAX_CALLS = 8
 DEFAULT_MAX_STRING_LENGTH = 128
+DEFAULT_MAX_ARRAY_ITEMS = 16
 
 
 @functools.lru_cache(maxsize=64)
 def _compile_cached(tools_json: str, format: str, parallel: bool, forced: str | None, max_calls: int | None,
-                    max_string_length: int | None, whitespace: str) -> ToolGrammar:
+                    max_string_length: int | None, max_array_items: int | None, whitespace: str) -> ToolGrammar:
     return compile_tools(json.loads(tools_json), format=format, parallel=parallel,
                          tool_choice=forced if forced else "auto", max_calls=max_calls,
-                         max_string_length=max_string_length, whitespace=whitespace, warn=False)
+                         max_string_length=max_string_length, max_array_items=max_array_items,
+                         whitespace=whitespace, warn=False)
 
 
 def _tools_json(tools) -> str:
@@ -43,7 +45,8 @@ class CallPlan:
 
     def __init__(self, tokenizer, tools, *, tool_choice: Any = "auto", format: str | None = None,
                  parallel: bool = True, max_calls: int | None = DEFAULT_MAX_CALLS,
-                 max_string_length: int | None = DEFAULT_MAX_STRING_LENGTH, whitespace: str = "canonical"):
+                 max_string_length: int | None = DEFAULT_MAX_STRING_LENGTH,
+                 max_array_items: int | None = DEFAULT_MAX_ARRAY_ITEMS, whitespace: str = "canonical"):
         from .chat import uses_native_tool_format
         self.tokenizer = tokenizer
         self.format = format or uses_native_tool_format(tokenizer) or "mistral"
@@ -57,7 +60,7 @@ class CallPlan:
         self.grammar = None
         if self.tools:
             self.grammar = _compile_cached(_tools_json(self.tools), self.format, parallel, forced, max_calls,
-                                           max_string_length, whitespace)
+                                           max_string_length, max_array_items, whitespace)
         trigger = self.grammar.trigger if self.grammar else {"mistral": "[TOOL_CALLS]", "hermes": "<tool_call>"}.get(
             self.format, "")
         self.trigger = trigger
@@ -165,9 +168,11 @@ class ToolCallLogitsProcessor(LogitsProcessor):
 
     def __init__(self, tokenizer, tools, *, tool_choice: Any = "auto", format: str | None = None,
                  parallel: bool = True, max_calls: int | None = DEFAULT_MAX_CALLS,
-                 max_string_length: int | None = DEFAULT_MAX_STRING_LENGTH, whitespace: str = "canonical"):
+                 max_string_length: int | None = DEFAULT_MAX_STRING_LENGTH,
+                 max_array_items: int | None = DEFAULT_MAX_ARRAY_ITEMS, whitespace: str = "canonical"):
         self.plan = CallPlan(tokenizer, tools, tool_choice=tool_choice, format=format, parallel=parallel,
-                             max_calls=max_calls, max_string_length=max_string_length, whitespace=whitespace)
+                             max_calls=max_calls, max_string_length=max_string_length,
+                             max_array_items=max_array_items, whitespace=whitespace)
         self.reset()
 
     def reset(self) -> None:

@@ -234,6 +234,7 @@ class Policy:
     strict: bool = False
     closed_objects: bool = False  # tool arguments: objects with declared properties reject undeclared keys
     max_string_length: int | None = None  # bound for strings that declare no maxLength
+    max_array_items: int | None = None  # bound for arrays that declare no maxItems
     assert_formats: bool = False  # 2020-12 makes `format` an annotation unless a vocabulary asserts it
     tool: str | None = None  # for error messages
 
@@ -440,7 +441,10 @@ class IRBuilder:
         lo, lo_x, hi, hi_x = self._bounds(schema)
         if lo is not None and hi is not None and (lo > hi or lo == hi and (lo_x or hi_x)):
             return NeverNode()
-        regex, exact = rx.number_range(lo, hi, lo_x, hi_x)
+        try:
+            regex, exact = rx.number_range(lo, hi, lo_x, hi_x)
+        except ValueError:  # bounds closer than the regex builder resolves: keep every number, checked later
+            regex, exact = rx.number_range(None, None)[0], False
         if not exact:
             kw = [k for k in ("minimum", "exclusiveMinimum", "maximum", "exclusiveMaximum") if k in schema]
             self.relax(path, kw[0] if kw else "minimum", "number bounds are only partly expressed")
@@ -512,6 +516,8 @@ class IRBuilder:
                 rest = None
                 hi = i if hi is None else min(hi, i)
                 break
+        if hi is None and self.policy.max_array_items is not None and rest is not None:
+            hi = max(lo, len(prefix) + self.policy.max_array_items)
         if hi is not None and lo > hi:
             return NeverNode()
         if hi is not None and hi - len(prefix) > MAX_COUNTED_ITEMS:

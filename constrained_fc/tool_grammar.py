@@ -177,13 +177,14 @@ def _lists(value: Any) -> Any:
 def compile_tools(tools: Sequence[Any], *, format: str = "mistral", parallel: bool = True,
                   tool_choice: Any = "auto", whitespace: str = "canonical", strict: bool = False,
                   max_calls: int | None = None, max_string_length: int | None = None,
+                  max_array_items: int | None = None,
                   warn: bool = True) -> ToolGrammar:
     """Compile tools (OpenAI, Mistral/bare or BFCL dialect) into the call grammar of one chat format.
 
     parallel: several calls per turn (False: exactly one). tool_choice: "auto"/"required"/"none" give the same
     grammar (the runtime decides when it applies); a function name (or OpenAI's {"type": "function", ...})
     restricts it to that tool. max_calls bounds calls per turn. max_string_length bounds strings that declare
-    no maxLength. Tool arguments are closed objects: undeclared keys are rejected unless a schema says
+    no maxLength, max_array_items arrays that declare no maxItems. Tool arguments are closed objects: undeclared keys are rejected unless a schema says
     `additionalProperties`; string formats (date, email, uuid, ...) are enforced. strict=True raises on a keyword the grammar cannot express instead of relaxing it."""
     if format not in ENVELOPES:
         raise ConstrainedFCError(f"unknown format {format!r}; expected one of {FORMATS}")
@@ -209,6 +210,7 @@ def compile_tools(tools: Sequence[Any], *, format: str = "mistral", parallel: bo
     for tool in selected:
         hint = rule_name(tool.name)
         policy = Policy(strict=strict, closed_objects=True, max_string_length=max_string_length,
+                        max_array_items=max_array_items,
                         assert_formats=True, tool=tool.name)
         builder = IRBuilder(tool.parameters, policy, path_prefix=("parameters",))
         node = builder.build(f"{hint}_args")
@@ -251,7 +253,8 @@ def compile_tools(tools: Sequence[Any], *, format: str = "mistral", parallel: bo
     if warn:
         warn_relaxed(relaxations, "tools")
     options = dict(format=format, parallel=parallel, tool_choice=tool_choice, whitespace=whitespace,
-                   strict=strict, max_calls=max_calls, max_string_length=max_string_length)
+                   strict=strict, max_calls=max_calls, max_string_length=max_string_length,
+                   max_array_items=max_array_items)
     return ToolGrammar(norm, spec, text, body_text, args_nodes, call_rules, dialect, relaxations, options)
 
 

@@ -3,7 +3,6 @@ truncation, a few LoRA steps in which the loss falls, checkpoints and --resume, 
 the five function-calling token rows change), loading the merged folder, and evaluate's scoring."""
 import json
 import os
-from pathlib import Path
 
 import pytest
 
@@ -233,7 +232,7 @@ def test_train_resume_merge_and_load(tmp_path, tiny_dir, tok):
             assert torch.equal(before, merged_state[name]), name  # norms etc. never change
 
 
-def test_train_rejects_bad_setups(tmp_path, tiny_dir):
+def test_train_rejects_bad_setups(tmp_path):
     from finetune.train import train
 
     with pytest.raises(ConfigError, match="no checkpoint"):

@@ -68,7 +68,7 @@ def test_required_calls_parse_and_validate(smollm, question, tools):
     model, tok = smollm
     # A generous budget here: this test is about validity; the 128-token bar is test_bfcl_calls_end's.
     r = cf.generate(model, tok, [{"role": "user", "content": question}], tools, tool_choice="required",
-                    max_new_tokens=256)
+                    max_new_tokens=512)
     assert r.finish_reason == "tool_calls", r.text
     assert r.tool_calls, r.text
     grammar = cf.compile_tools(tools)
