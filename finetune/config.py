@@ -24,14 +24,16 @@ class TrainConfig:
     """Every setting of `finetune.train.train`.
 
     Defaults target "a useful model in at most 30 minutes on 2 CPU cores" with the embedded SmolLM2-135M, from
-    measurements on the reference machine (2 cores shared with other jobs; bf16 autocast on AMX; one torch thread,
-    since two threads on busy cores were 4-10x slower): 17-33 s per optimizer step of 4 conversations at
-    max_length 640 (mean ~490 tokens, ~50 of them in the loss), so 64 steps (256 conversations, one pass over a
-    seeded sample of the data) took 20 minutes of training and 21 minutes wall-clock in all. max_length 640 keeps
-    97% of the synthetic conversations, most with their distractor tools, at 86% of the cost of 768. LoRA rank 16
-    on every linear layer (4.9M trainable parameters with the 5 token rows; the rank hardly changes the step time),
-    lr 5e-4 with 5% warmup and a cosine decay: the assistant-token loss fell from ~1.3 to ~0.45. `max_minutes`
-    (27) stops the loop, saving a checkpoint to `--resume` from, should a busier machine need longer.
+    measurements on the reference machine (2 cores; bf16 autocast on AMX; one torch thread when the cores are
+    busy, since two threads on busy cores were 4-10x slower): 11 s per optimizer step of 4 conversations at
+    max_length 640 on a quiet machine, 19 s while other jobs held the cores. 64 steps (256 conversations, one pass
+    over a seeded sample of the data, ~127k tokens of which ~13k in the loss) took 12.5 minutes wall-clock in all
+    quiet, 21 minutes busy. max_length 640 keeps 97% of the synthetic conversations, most with their distractor
+    tools, at 86% of the cost of 768. LoRA rank 16 on every linear layer (4.9M trainable parameters with the 5
+    token rows; the rank hardly changes the step time), lr 5e-4, 5% warmup, cosine decay: the assistant-token loss
+    falls from ~1.3 to ~0.3. The token rows need their own, 10x higher rate (`token_lr`, see
+    `finetune.train`): at 5e-4 the model learned the call syntax but never opened a call. `max_minutes` (27) stops
+    the loop, saving a checkpoint to `--resume` from, should a busier machine need longer.
     """
 
     data: str | None = None  # training file, any format `finetune.data.load_examples` reads

@@ -548,8 +548,8 @@ def train(config: TrainConfig | dict) -> TrainResult:
              "train_loss": output.metrics.get("train_loss")}
     write_log(trainer.state.log_history, final)
     plot = plot_loss(steps, out / PLOT_NAME,
-                     title=f"assistant-token loss, LoRA r={config.lora_r}, lr={config.lr:g}, "
-                           f"{config.batch_size * config.grad_accum} conv/step")
+                     title=f"assistant-token loss: LoRA r={config.lora_r} lr={config.lr:g}, token rows lr="
+                           f"{trainer.token_lr:g}, {config.batch_size * config.grad_accum} conv/step")
     if budget.stopped_at is not None:
         print(f"stopped by the {config.max_minutes:g}-minute budget at step {done}/{config.max_steps}; "
               f"continue with --resume", file=sys.stderr)
