@@ -34,14 +34,11 @@ def allocate_bitmask(batch: int, n_vocab: int) -> torch.Tensor:
     return torch.full((batch, (n_vocab + 31) // 32), -1, dtype=torch.int32)
 
 
-_BIT = None
+_BIT = torch.arange(32, dtype=torch.int32)
 
 
 def unpack_bitmask(bitmask: torch.Tensor, vocab: int) -> torch.Tensor:
     """(batch, ceil(n/32)) int32 bitmask -> (batch, vocab) bool; ids beyond the mask are disallowed."""
-    global _BIT
-    if _BIT is None:
-        _BIT = torch.arange(32, dtype=torch.int32)
     batch = bitmask.shape[0]
     bits = ((bitmask.unsqueeze(-1) >> _BIT) & 1).reshape(batch, -1).bool()
     if bits.shape[1] < vocab:

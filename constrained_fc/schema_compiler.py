@@ -21,7 +21,7 @@ import lark
 
 from .errors import ConstrainedFCError, GrammarMismatchError
 from .schema_ir import (AnyNode, ArrayNode, ConstNode, IRBuilder, NeverNode, Node, ObjectNode, Policy, RefNode,
-                        Relaxation, ScalarNode, UnionNode)
+                        Relaxation, ScalarNode, UnionNode, _json_equal)
 from . import regex as rx
 
 WHITESPACE_MODES = ("canonical", "flexible")
@@ -234,9 +234,9 @@ class LarkEmitter:
                 key_term = self.terminal("kwarg_name", _PY_IDENT.pattern)
                 extra_kv = f"{key_term} \"=\" {self.expr(node.extra)}"
             else:
+                # patternProperties keys: pattern_regex already matches the key's JSON string text.
                 key_term = self.terminal("key" if node.extra_key_regex else "string",
-                                         _json_key_regex(node.extra_key_regex) if node.extra_key_regex
-                                         else rx.string_regex())
+                                         node.extra_key_regex or rx.string_regex())
                 extra_kv = f"{key_term} {self.sep(':')} {self.expr(node.extra)}"
         n = len(node.props)
         tails: dict[int, str] = {}
@@ -321,11 +321,6 @@ class LarkEmitter:
         return "\n".join(parts) + "\n"
 
 
-def _json_key_regex(content_regex: str) -> str:
-    """patternProperties keys: the key's JSON text. `pattern_regex` already returns JSON-string text."""
-    return content_regex
-
-
 # ---------------------------------------------------------------------------------------------- renderer
 class Renderer:
     """Canonical text of a value under an IR node: the exact text the grammar's canonical form accepts.
@@ -351,7 +346,6 @@ class Renderer:
         if isinstance(node, NeverNode):
             raise _NoFit("no value is allowed here")
         if isinstance(node, ConstNode):
-            from .schema_ir import _json_equal
             for member in node.values:
                 if _json_equal(member, value):
                     return self.d.dump(member)
