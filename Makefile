@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: setup demo test test-fast bench coverage clean
+.PHONY: setup demo test test-fast bench coverage adapter eval clean
 
 setup: $(STAMP)
 
@@ -31,6 +31,10 @@ test-fast: setup
 
 coverage: setup
 	$(PY) benchmarks/coverage.py
+
+# Rebuild the shipped adapter from the public data (about 70 minutes on 2 CPU cores; resumes when interrupted).
+adapter: setup
+	$(PY) -m finetune build --recipe finetune/recipes/smollm2-fc.yaml --out runs/smollm2-fc
 
 clean:
 	rm -rf $(VENV) build *.egg-info

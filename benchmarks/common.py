@@ -30,6 +30,20 @@ def parser(description: str, default_out: str) -> argparse.ArgumentParser:
     return ap
 
 
+MODEL_HELP = ("'default' (the shipped fine-tune), 'base' (the untuned SmolLM2-135M-Instruct), or a local model or "
+              "LoRA adapter directory")
+
+
+def add_model_flag(ap: argparse.ArgumentParser) -> None:
+    """`--model` of every benchmark that runs a model; the value goes to `constrained_fc.load_model`."""
+    ap.add_argument("--model", default="default", help=MODEL_HELP)
+
+
+def model_label(spec: str | None) -> str:
+    return {None: "shipped fine-tune", "default": "shipped fine-tune",
+            "base": "SmolLM2-135M-Instruct (base)"}.get(spec, spec)
+
+
 def machine() -> dict:
     versions = {}
     for lib in LIBRARIES:

@@ -37,7 +37,7 @@ import sys
 import time
 from pathlib import Path
 
-from common import md_table, parser, write_results
+from common import add_model_flag, md_table, model_label, parser, write_results
 
 import torch
 from tqdm import tqdm
@@ -389,7 +389,7 @@ def main(argv=None) -> int:
     for action in ap._actions:
         if action.dest == "limit":
             action.help = f"first N cases per category (default {DEFAULT_LIMIT}; 0 = all)"
-    ap.add_argument("--model", default=None, help="local Hugging Face model directory (default: embedded SmolLM2)")
+    add_model_flag(ap)
     ap.add_argument("--categories", nargs="+", default=list(BFCL_CATEGORIES), choices=BFCL_CATEGORIES)
     ap.add_argument("--modes", nargs="+", default=list(MODES), choices=MODES)
     ap.add_argument("--max-new-tokens", type=int, default=DEFAULT_MAX_NEW_TOKENS)
@@ -404,7 +404,7 @@ def main(argv=None) -> int:
     from constrained_fc.model import load_model
     cases = load_cases(categories, limit, args.data)
     model, tokenizer = load_model(args.model)
-    settings = {"model": args.model or "SmolLM2-135M-Instruct (embedded)", "limit": limit,
+    settings = {"model": model_label(args.model), "limit": limit,
                 "categories": categories, "modes": modes, "max_new_tokens": args.max_new_tokens,
                 "n_cases": len(cases), "torch_threads": torch.get_num_threads()}
     t0 = time.perf_counter()

@@ -37,6 +37,23 @@ def build(results: Path, readme: Path) -> str:
     return "\n".join(parts)
 
 
+SHIPPED_BEGIN, SHIPPED_END = "<!-- shipped:begin -->", "<!-- shipped:end -->"
+SHIPPED_RESULTS = "shipped"  # results/shipped/results.md: `python -m finetune evaluate --model default ...`
+
+
+def shipped(results: Path) -> str:
+    """The README's first-screen table: the shipped model's measured scores (or a note that none exist)."""
+    md = results / SHIPPED_RESULTS / "results.md"
+    body = md.read_text("utf-8").strip() if md.is_file() else "_Not measured yet._"
+    body = re.sub(r"^# .*\n+", "", body)
+    body = re.sub(r"^(#+) ", lambda m: "#" * (len(m[1]) + 3) + " ", body, flags=re.M)
+    return "\n".join([SHIPPED_BEGIN, "", body, "", SHIPPED_END])
+
+
+def _replace(text: str, begin: str, end: str, block: str) -> str:
+    return text[:text.index(begin)] + block + text[text.index(end) + len(end):]
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--results", default=str(ROOT / "results"))
@@ -47,8 +64,10 @@ def main(argv=None) -> int:
     if BEGIN not in text or END not in text:
         print(f"{readme} has no {BEGIN} ... {END} block", file=sys.stderr)
         return 2
-    block = build(Path(args.results).resolve(), readme)
-    new = text[:text.index(BEGIN)] + block + text[text.index(END) + len(END):]
+    results = Path(args.results).resolve()
+    new = _replace(text, BEGIN, END, build(results, readme))
+    if SHIPPED_BEGIN in new and SHIPPED_END in new:
+        new = _replace(new, SHIPPED_BEGIN, SHIPPED_END, shipped(results))
     readme.write_text(new, "utf-8")
     print(f"updated {readme}")
     return 0

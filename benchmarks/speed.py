@@ -31,7 +31,7 @@ import warnings
 from dataclasses import dataclass
 from typing import Any
 
-from common import md_table, parser, write_results
+from common import add_model_flag, md_table, parser, write_results
 
 import torch
 from tqdm import tqdm
@@ -474,6 +474,7 @@ def plot(path, rows: list[dict], mask_rows: list[dict], categories) -> None:
 def main(argv=None) -> int:
     ap = parser(__doc__.splitlines()[0], "speed")
     ap.set_defaults(limit=DEFAULT_LIMIT)
+    add_model_flag(ap)
     ap.add_argument("--categories", nargs="+", default=["simple", "multiple"], choices=["simple", "multiple"])
     ap.add_argument("--max-new-tokens", type=int, default=128)
     ap.add_argument("--skip-peers", action="store_true", help="leave out outlines and xgrammar")
@@ -488,7 +489,7 @@ def main(argv=None) -> int:
 
     from constrained_fc.data import load_bfcl
     from constrained_fc.model import load_model
-    model, tok = load_model()
+    model, tok = load_model(args.model)
     cases = [c for cat in args.categories for c in load_bfcl(cat, data_dir=args.data, limit=args.limit)]
     engines = [e for e in ENGINES if not (args.skip_peers and e in PEERS)]
     if args.engines:
@@ -585,7 +586,7 @@ def main(argv=None) -> int:
     light = [{k: v for k, v in r.items() if k != "decode_forward_ms"} for r in records]
     out = write_results(args.out, rows, "\n".join(md),
                         extra={"mask": mask_rows, "calls": light,
-                               "settings": {"limit": args.limit, "categories": args.categories,
+                               "settings": {"model": args.model, "limit": args.limit, "categories": args.categories,
                                             "cases_run": done, "cases_planned": len(cases),
                                             "max_new_tokens": args.max_new_tokens, "engines": engines,
                                             "decode_forward_ms_median": fwd_ms, "elapsed_s": round(elapsed, 1),

@@ -182,6 +182,8 @@ def normalize_messages(messages: Iterable[Mapping[str, Any]]) -> list[dict]:
         else:
             msg.update(_normalize_result(raw, i, pending))
         out.append(msg)
+    if not out:
+        raise ChatFormatError("messages is empty: a conversation needs at least one user message")
     return out
 
 

@@ -96,35 +96,66 @@ def _panel(title: str, body: str, width: int = 38) -> list[str]:
     return lines
 
 
+DEMO_NO_TOOL_QUESTION = "Write a haiku about the sea."
+
+
+def _marked(tok, result) -> str:
+    """The generated text with the grammar's forced tokens in [[...]] and the trigger called out."""
+    out, run = [], []
+    for tid, forced in zip(result.token_ids, result.forced):
+        piece = tok.decode([tid], skip_special_tokens=False)
+        if forced:
+            run.append(piece)
+            continue
+        if run:
+            out.append("[[" + "".join(run) + "]]")
+            run = []
+        out.append(piece)
+    if run:
+        out.append("[[" + "".join(run) + "]]")
+    return "".join(out)
+
+
 def cmd_demo(args) -> int:
-    from .decoding import generate
-    from .chat import render_prompt
+    from .chat import TOOL_CALLS, render_prompt
     from .checker import parse_lenient
+    from .decoding import generate
     import torch
     model, tok = _load_model(args.model)
-    messages = [{"role": "user", "content": args.question}]
-    print(f"question: {args.question}\ntools: {', '.join(t['function']['name'] for t in DEMO_TOOLS)}\n")
-    prompt = render_prompt(tok, messages, DEMO_TOOLS)
-    ids = tok(prompt, return_tensors="pt", add_special_tokens=False).input_ids
-    with torch.inference_mode():
-        out = model.generate(ids, max_new_tokens=args.max_new_tokens, do_sample=False)
-    raw = tok.decode(out[0, ids.shape[1]:], skip_special_tokens=True).strip()
-    lenient = parse_lenient(raw)
-    result = generate(model, tok, messages, DEMO_TOOLS, tool_choice="required", **_generate_kwargs(args))
-    left = _panel("UNCONSTRAINED model.generate", raw + "\n\nparsed calls: " + json.dumps(lenient))
-    right = _panel("CONSTRAINED constrained_fc.generate", result.text + "\n\nfinish_reason: " + result.finish_reason)
-    for i in range(max(len(left), len(right))):
-        a = left[i] if i < len(left) else ""
-        b = right[i] if i < len(right) else ""
-        print(f"{a:<40}| {b}")
-    print("\nparsed, validated calls:")
-    for c in result.tool_calls:
-        status = "valid" if c.valid else f"INVALID: {c.error}"
-        print(f"  {c.name}({json.dumps(c.arguments, ensure_ascii=False)})  [{status}]")
-    s = result.stats
-    print(f"\nstats: {s.tokens_generated} tokens ({s.tokens_forced} forced, {100 * s.forced_share:.0f}%), "
-          f"{s.forward_passes} forward passes, prompt {s.prompt_ms:.0f} ms, decode {s.decode_ms:.0f} ms, "
-          f"mask {s.mask_us_per_token:.0f} us/token")
+    print(f"model: {args.model or 'the shipped fine-tune (SmolLM2-135M-Instruct + smollm2-fc adapter)'}; "
+          f"tool_choice={args.tool_choice}")
+    print(f"tools: {', '.join(t['function']['name'] for t in DEMO_TOOLS)}")
+    trigger_id = tok.convert_tokens_to_ids(TOOL_CALLS)
+    for question in ([args.question] if args.question else [DEMO_QUESTION, DEMO_NO_TOOL_QUESTION]):
+        messages = [{"role": "user", "content": question}]
+        print(f"\n=== question: {question}\n")
+        prompt = render_prompt(tok, messages, DEMO_TOOLS)
+        ids = tok(prompt, return_tensors="pt", add_special_tokens=False).input_ids
+        with torch.inference_mode():
+            out = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=args.max_new_tokens,
+                                 do_sample=False, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
+        raw = tok.decode(out[0, ids.shape[1]:], skip_special_tokens=False).replace(tok.eos_token, "").strip()
+        lenient = parse_lenient(raw)
+        result = generate(model, tok, messages, DEMO_TOOLS, tool_choice=_tool_choice(args.tool_choice),
+                          **_generate_kwargs(args))
+        where = (f"the model wrote {TOOL_CALLS} at token {result.token_ids.index(trigger_id) + 1}; the grammar "
+                 "took over" if trigger_id in result.token_ids else "no trigger: the model answered in text")
+        left = _panel("UNCONSTRAINED model.generate", raw + "\n\nparsed calls: " + json.dumps(lenient))
+        right = _panel("CONSTRAINED constrained_fc.generate", _marked(tok, result) + "\n\n" + where
+                       + "\nfinish_reason: " + result.finish_reason)
+        for i in range(max(len(left), len(right))):
+            a = left[i] if i < len(left) else ""
+            b = right[i] if i < len(right) else ""
+            print(f"{a:<40}| {b}")
+        if result.tool_calls:
+            print("\nparsed, validated calls:")
+            for c in result.tool_calls:
+                status = "valid" if c.valid else f"INVALID: {c.error}"
+                print(f"  {c.name}({json.dumps(c.arguments, ensure_ascii=False)})  [{status}]")
+        s = result.stats
+        print(f"\nstats: {s.tokens_generated} tokens ({s.tokens_forced} forced by the grammar, shown in [[...]]: "
+              f"{100 * s.forced_share:.0f}%), {s.forward_passes} forward passes, prompt {s.prompt_ms:.0f} ms, "
+              f"decode {s.decode_ms:.0f} ms, mask {s.mask_us_per_token:.0f} us/token")
     return 0
 
 
@@ -187,14 +218,16 @@ def build_parser() -> argparse.ArgumentParser:
                        help="call format (default: the tokenizer's native one, else mistral)")
         p.add_argument("--tool-choice", default="auto", help="auto | required | none | a function name")
         if model:
-            p.add_argument("--model", default=None, help="a local Hugging Face model directory "
-                                                         "(default: the embedded SmolLM2-135M-Instruct)")
+            p.add_argument("--model", default=None,
+                           help="'base' (the untuned SmolLM2-135M-Instruct), a local model or LoRA adapter "
+                                "directory (default: the shipped fine-tune)")
             p.add_argument("--max-new-tokens", type=int, default=128)
             p.add_argument("--no-fast-forward", action="store_true")
 
     p = sub.add_parser("demo", help="unconstrained vs constrained answer on the embedded model")
     common(p)
-    p.add_argument("--question", default=DEMO_QUESTION)
+    p.add_argument("--question", default=None,
+                   help="one question (default: one that needs a tool and one that does not)")
     p.set_defaults(func=cmd_demo)
     p = sub.add_parser("call", help="print the model's calls as JSON")
     common(p)

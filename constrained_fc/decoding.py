@@ -44,13 +44,18 @@ class Result:
     stats: Stats = field(default_factory=Stats)
     text: str = ""  # the raw generated text, trigger included
     error: str | None = None  # set only if the finished call text failed to parse (an engine disagreement)
+    token_ids: list = field(default_factory=list, repr=False)  # every generated token, trigger included
+    forced: list = field(default_factory=list, repr=False)  # parallel to token_ids: forced by the grammar?
 
     @property
     def valid_calls(self) -> list[ToolCall]:
         return [c for c in self.tool_calls if c.valid]
 
     def to_message(self) -> dict:
-        msg: dict[str, Any] = {"role": "assistant", "content": self.content or None}
+        # A turn cut by the token limit before any text or call still goes back as a (possibly empty) text
+        # turn: the next request of the conversation must render it, not fail on it.
+        msg: dict[str, Any] = {"role": "assistant",
+                               "content": self.content if (self.content or not self.tool_calls) else None}
         if self.tool_calls:
             msg["tool_calls"] = [c.to_openai() for c in self.tool_calls]
         return msg
@@ -73,6 +78,17 @@ def _sample(logits: torch.Tensor, do_sample: bool, temperature: float, top_p: fl
     return int(torch.multinomial(probs, 1, generator=gen))
 
 
+def _check_generation_args(max_new_tokens, do_sample, temperature, top_p) -> None:
+    """Bad sampling settings fail here, by name, not later inside torch."""
+    if not isinstance(max_new_tokens, int) or isinstance(max_new_tokens, bool) or max_new_tokens < 1:
+        raise ConstrainedFCError(f"max_new_tokens must be a positive integer, got {max_new_tokens!r}")
+    if do_sample:
+        if not isinstance(temperature, (int, float)) or temperature < 0:
+            raise ConstrainedFCError(f"temperature must be a number >= 0, got {temperature!r}")
+        if not isinstance(top_p, (int, float)) or not 0 < top_p <= 1:
+            raise ConstrainedFCError(f"top_p must be in (0, 1], got {top_p!r}")
+
+
 def generate(model, tokenizer, messages, tools, *, tool_choice: Any = "auto", format: str | None = None,
              fast_forward: bool = True, max_new_tokens: int = 256, do_sample: bool = False,
              temperature: float = 1.0, top_p: float = 1.0, stream: bool = False, parallel: bool = True,
@@ -88,6 +104,7 @@ def generate(model, tokenizer, messages, tools, *, tool_choice: Any = "auto", fo
     each. Both produce the same tokens. max_calls bounds calls per turn (default 8); max_string_length bounds
     strings whose schema has no maxLength (default 128 characters) and max_array_items arrays with no maxItems
     (default 16), so a run-on string or list cannot eat the budget."""
+    _check_generation_args(max_new_tokens, do_sample, temperature, top_p)
     run = _Decoder(model, tokenizer, messages, tools, tool_choice=tool_choice, format=format,
                    fast_forward=fast_forward, max_new_tokens=max_new_tokens, do_sample=do_sample,
                    temperature=temperature, top_p=top_p, parallel=parallel, max_calls=max_calls,
@@ -214,6 +231,7 @@ class _Decoder:
         if self.matcher is not None:
             self.stats.mask_us_per_token = self.matcher.mask_us_per_token
         self.result = self._finish(generated, finish)
+        self.result.token_ids, self.result.forced = list(generated), list(self.forced_flags[:len(generated)])
         yield from self._text_deltas()
         yield from self._call_deltas(final=True)
         yield {"finish_reason": self.result.finish_reason, "result": self.result}

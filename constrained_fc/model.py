@@ -37,6 +37,9 @@ _STALE_TMP_SECONDS = 3600
 _SMOLLM2_SPECIAL = {"bos_token": "<|im_start|>", "eos_token": "<|im_end|>", "pad_token": "<|im_end|>",
                     "unk_token": "<|endoftext|>"}
 _SMOLLM2_CONTEXT = 8192
+# The LoRA adapter trained by `finetune` (recipe finetune/recipes/smollm2-fc.yaml), shipped inside the package.
+SHIPPED_ADAPTER = Path(__file__).resolve().parent / "adapters" / "smollm2-fc"
+FINETUNED_MODEL_NAME = "SmolLM2-135M-Instruct-fc"
 
 
 class ModelLoadError(ConstrainedFCError):
@@ -202,11 +205,12 @@ def _convert(target: Path) -> None:
     _install(tmp, target)
 
 
-def _install(tmp: Path, target: Path) -> None:
+def _install(tmp: Path, target: Path, current=None) -> None:
     """Atomically move a finished conversion into place, tolerating a concurrent process doing the same."""
+    current = current or _is_current
     old = None
     if target.exists():
-        if _is_current(target):  # another process finished first
+        if current(target):  # another process finished first
             shutil.rmtree(tmp, ignore_errors=True)
             return
         old = target.with_name(f".{target.name}.old-{uuid.uuid4().hex[:8]}")
@@ -218,7 +222,7 @@ def _install(tmp: Path, target: Path) -> None:
         os.rename(tmp, target)
     except OSError:
         shutil.rmtree(tmp, ignore_errors=True)
-        if not _is_current(target):
+        if not current(target):
             raise
     finally:
         if old is not None:
@@ -239,6 +243,60 @@ def load_default_tokenizer():
     return tok
 
 
+def _adapter_digest(adapter_dir: Path) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    for name in ("adapter_config.json", "adapter_model.safetensors"):
+        h.update((adapter_dir / name).read_bytes())
+    return h.hexdigest()[:16]
+
+
+def is_adapter_dir(path: Path) -> bool:
+    return path.is_dir() and (path / "adapter_config.json").is_file() and not (path / "config.json").is_file()
+
+
+def merged_adapter_path(adapter_dir: str | os.PathLike = SHIPPED_ADAPTER) -> Path:
+    """The embedded base model with a LoRA adapter merged in: merged once into the model cache (keyed by the
+    adapter's content, so a retrained adapter is merged anew), plain safetensors afterwards."""
+    adapter_dir = Path(adapter_dir)
+    if not (adapter_dir / "adapter_model.safetensors").is_file():
+        raise ModelLoadError(f"no adapter in {adapter_dir} (adapter_model.safetensors is missing)")
+    digest = _adapter_digest(adapter_dir)
+    name = FINETUNED_MODEL_NAME if adapter_dir.resolve() == SHIPPED_ADAPTER else f"{DEFAULT_MODEL_NAME}+adapter"
+    target = cache_dir() / f"{name}-{digest}"
+    marker = _read_marker(target)
+    if isinstance(marker, dict) and marker.get("adapter_sha256") == digest and \
+            all((target / n).is_file() for n in _REQUIRED_FILES):
+        return target
+    base = default_model_path()
+    _clean_stale_tmp(target.parent, target.name)
+    print(f"constrained_fc: merging the adapter {adapter_dir.name} into {DEFAULT_MODEL_NAME} (once, a few "
+          f"seconds)", file=sys.stderr, flush=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+    try:
+        from peft import PeftModel
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        with _quiet_transformers():
+            tok = AutoTokenizer.from_pretrained(str(base), local_files_only=True)
+            model = AutoModelForCausalLM.from_pretrained(str(base), local_files_only=True)
+            merged = PeftModel.from_pretrained(model, str(adapter_dir)).merge_and_unload()
+            merged.save_pretrained(tmp)
+            tok.save_pretrained(tmp)
+        (tmp / _MARKER).write_text(json.dumps({"format": CACHE_FORMAT, "base": DEFAULT_MODEL_NAME,
+                                               "adapter": adapter_dir.name, "adapter_sha256": digest},
+                                              indent=1) + "\n")
+        os.chmod(tmp, 0o755)
+    except BaseException as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(e, (OSError, ValueError, KeyError)):
+            raise ModelLoadError(f"merging the adapter in {adapter_dir} failed: {e}") from e
+        raise
+    _install(tmp, target, current=lambda p: (_read_marker(p) or {}).get("adapter_sha256") == digest)
+    return target
+
+
 def _resolve(name_or_path) -> str:
     """A local model directory, or a name already in the local Hugging Face cache; else a clear error."""
     if not isinstance(name_or_path, (str, os.PathLike)):
@@ -257,16 +315,35 @@ def _resolve(name_or_path) -> str:
     return text
 
 
+def _location(name_or_path) -> str:
+    if name_or_path in (None, "default"):
+        if (SHIPPED_ADAPTER / "adapter_model.safetensors").is_file():
+            return str(merged_adapter_path(SHIPPED_ADAPTER))
+        warnings.warn("the shipped adapter is missing from this installation; loading the untuned base model")
+        return str(default_model_path())
+    if name_or_path == "base":
+        return str(default_model_path())
+    if isinstance(name_or_path, (str, os.PathLike)) and is_adapter_dir(Path(name_or_path).expanduser()):
+        return str(merged_adapter_path(Path(name_or_path).expanduser()))
+    return _resolve(name_or_path)
+
+
 def load_model(name_or_path=None, *, dtype=None):
     """Load `(model, tokenizer)` in eval mode, with the function-calling tokens in the vocabulary.
 
-    None loads the embedded SmolLM2-135M-Instruct (converting it once, see `default_model_path`); otherwise
-    a local Hugging Face model directory (or a model already in the local Hugging Face cache) is loaded
-    without touching the network. `dtype` is passed to transformers (e.g. torch.bfloat16 or "auto").
+    * None or ``"default"``: the product model, the embedded SmolLM2-135M-Instruct with the shipped
+      function-calling adapter merged in (merged once into the cache, see `merged_adapter_path`);
+    * ``"base"``: the untuned embedded SmolLM2-135M-Instruct (converted once, see `default_model_path`);
+    * a LoRA adapter directory (``adapter_config.json``, e.g. a ``finetune train --out`` folder): merged into
+      the embedded base the same way;
+    * any other local Hugging Face model directory (or a model already in the local Hugging Face cache),
+      loaded without touching the network.
+
+    `dtype` is passed to transformers (e.g. torch.bfloat16 or "auto").
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    location = str(default_model_path()) if name_or_path is None else _resolve(name_or_path)
+    location = _location(name_or_path)
     kwargs = {"local_files_only": True}
     if dtype is not None:
         kwargs["dtype"] = dtype

@@ -20,6 +20,7 @@ from typing import Any
 import lark
 
 from .errors import ConstrainedFCError, GrammarMismatchError
+from .tools import check_schema
 from .schema_ir import (AnyNode, ArrayNode, ConstNode, IRBuilder, NeverNode, Node, ObjectNode, Policy, RefNode,
                         Relaxation, ScalarNode, UnionNode, _json_equal)
 from . import regex as rx
@@ -508,6 +509,7 @@ def compile_schema(schema: Any, *, strict: bool = False, whitespace: str = "cano
     the schema's valid values. It follows JSON Schema itself: objects stay open unless the schema closes them,
     and `format` is an annotation unless `assert_formats=True` (then date, time, date-time, email, uuid, uri,
     ipv4, ipv6 and hostname are enforced). `registry` (a `referencing.Registry`) supplies remote `$ref`s."""
+    check_schema(schema)
     dialect = Dialect("json", whitespace)
     builder = IRBuilder(schema, Policy(strict=strict, assert_formats=assert_formats), registry=registry)
     node = builder.build("value")

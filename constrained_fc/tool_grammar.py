@@ -199,8 +199,10 @@ def compile_tools(tools: Sequence[Any], *, format: str = "mistral", parallel: bo
         selected = [t for t in norm if t.name == forced]
     else:
         selected = norm
-    if max_calls is not None and max_calls < 1:
-        raise ConstrainedFCError("max_calls must be at least 1")
+    for name, bound in (("max_calls", max_calls), ("max_string_length", max_string_length),
+                        ("max_array_items", max_array_items)):
+        if bound is not None and (not isinstance(bound, int) or isinstance(bound, bool) or bound < 1):
+            raise ConstrainedFCError(f"{name} must be a positive integer or None, got {bound!r}")
     dialect = Dialect(spec.dialect, whitespace)
     em = LarkEmitter(dialect)
     relaxations: list[Relaxation] = []

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 import re
 import uuid
 from dataclasses import dataclass, field
@@ -98,11 +99,56 @@ def _bfcl_to_json_schema(schema: Any) -> Any:
     return out
 
 
-def _check_metaschema(schema: dict, tool: str, base_path: tuple) -> None:
-    err = jsonschema.exceptions.best_match(_META_VALIDATOR.iter_errors(schema))
+# Keywords whose values are data, not schemas: a "pattern" key inside them is not a regex.
+_DATA_KEYWORDS = ("enum", "const", "default", "examples")
+
+
+def _check_runnable(schema: Any, tool: str | None, path: tuple) -> None:
+    """What the metaschema lets through but would fail later, at run time: numbers that are not finite (no JSON
+    text can hold them; the range compiler overflows on them) and regexes Python's `re` cannot compile (the
+    `jsonschema` check of every call uses `re`). Raised now, naming the place, instead of mid-generation."""
+    if isinstance(schema, float) and not math.isfinite(schema):
+        raise ToolSchemaError(f"{schema!r} is not a finite number", tool=tool, path=path,
+                              keyword=str(path[-1]) if path else None)
+    if isinstance(schema, list):
+        for i, item in enumerate(schema):
+            _check_runnable(item, tool, path + (i,))
+        return
+    if not isinstance(schema, dict):
+        return
+    for key, value in schema.items():
+        if key in _DATA_KEYWORDS:
+            continue
+        regexes = [value] if key == "pattern" and isinstance(value, str) else \
+            list(value) if key == "patternProperties" and isinstance(value, dict) else []
+        for regex in regexes:
+            try:
+                re.compile(regex)
+            except re.error as e:
+                raise ToolSchemaError(f"{regex!r} is not a regular expression the validator can run ({e})",
+                                      tool=tool, path=path + (key,), keyword=key) from None
+        _check_runnable(value, tool, path + (key,))
+
+
+def check_schema(schema: Any, *, tool: str | None = None, base_path: tuple = (), validator=None) -> None:
+    """Raise `ToolSchemaError` (tool, JSON path, keyword) unless `schema` is a valid JSON Schema that the
+    grammar and the `jsonschema` check can both run. `validator`: the metaschema validator class to use
+    (default: the one the schema's `$schema` declares, else draft 2020-12)."""
+    if not isinstance(schema, (dict, bool)):
+        raise ToolSchemaError(f"a JSON Schema must be an object or a boolean, got {type(schema).__name__}",
+                              tool=tool, path=base_path)
+    if validator is None:
+        cls = jsonschema.validators.validator_for(schema, default=jsonschema.Draft202012Validator)
+        validator = _META_VALIDATOR if cls is jsonschema.Draft202012Validator else cls(cls.META_SCHEMA)
+    err = jsonschema.exceptions.best_match(validator.iter_errors(schema))
     if err is not None:
         raise ToolSchemaError(f"not a valid JSON Schema: {err.message}", tool=tool,
                               path=base_path + tuple(err.absolute_path), keyword=err.validator)
+    _check_runnable(schema, tool, base_path)
+
+
+def _check_metaschema(schema: dict, tool: str, base_path: tuple) -> None:
+    check_schema(schema, tool=tool, base_path=base_path, validator=_META_VALIDATOR)
 
 
 def _unwrap(raw: Any, index: int) -> tuple[Mapping, tuple]:
@@ -153,6 +199,8 @@ def normalize_tools(tools: Iterable[Any] | str) -> list[Tool]:
             raise ToolSchemaError(f"tools are not valid JSON: {e}") from None
     if isinstance(tools, Mapping):
         tools = tools.get("tools", tools.get("functions", [tools]))
+    if not isinstance(tools, (list, tuple)):
+        raise ToolSchemaError(f"tools must be a list of tool definitions, got {type(tools).__name__}")
     out: list[Tool] = []
     seen: dict[str, int] = {}
     for i, raw in enumerate(tools):

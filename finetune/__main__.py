@@ -211,7 +211,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     settings = EvalSettings(eval_file=args.eval, bfcl=tuple(args.bfcl or ()), limit=args.limit,
                             modes=tuple(args.modes), max_new_tokens=args.max_new_tokens,
                             retention_prompts=args.retention, reuse=not args.no_reuse, dtype=args.dtype,
-                            bfcl_data=args.bfcl_data, seed=args.seed)
+                            bfcl_data=args.bfcl_data, seed=args.seed, sealtools_unseen=args.sealtools_unseen,
+                            reference_model=args.reference_model)
     try:
         results = run(args.model, settings, args.out, labels=args.label, baseline=args.baseline)
     except (OSError, ValueError) as e:
@@ -223,14 +224,15 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def _add_evaluate(sub: argparse._SubParsersAction) -> None:
-    from .evaluate import BFCL_SETS, MODES, PLAIN_PROMPTS
+    from .evaluate import BFCL_SETS, MODES
 
     p = sub.add_parser("evaluate", help="score tool calling (held-out split, BFCL) before / after fine-tuning",
                        description="Unconstrained (model.generate + parse_lenient) and constrained "
                                    "(generate(tool_choice='auto')) decision accuracy, call accuracy and "
                                    "invalid-call rate, with constrained_fc.checker; plus plain-chat retention.")
-    p.add_argument("--model", action="append", required=True, metavar="DIR|default",
-                   help="model folder or 'default' (embedded SmolLM2); give twice for before / after")
+    p.add_argument("--model", action="append", required=True, metavar="DIR|default|base",
+                   help="model or adapter folder, 'default' (the shipped fine-tune) or 'base' (untuned); give "
+                        "twice for before / after")
     p.add_argument("--label", action="append", default=None, help="display name per --model, in order")
     p.add_argument("--eval", metavar="FILE", help="held-out conversations (e.g. eval.jsonl of synth --holdout tools)")
     p.add_argument("--bfcl", nargs="*", choices=BFCL_SETS, default=None, metavar="CATEGORY",
@@ -241,8 +243,12 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--baseline", metavar="FILE", help="an earlier results.json to compare against (the 'before')")
     p.add_argument("--modes", nargs="+", choices=MODES, default=list(MODES), help="decoding modes")
     p.add_argument("--max-new-tokens", type=int, default=128, help="reply budget per item (default 128)")
-    p.add_argument("--retention", type=int, default=len(PLAIN_PROMPTS),
-                   help=f"plain-chat prompts for the retention check (0-{len(PLAIN_PROMPTS)}, default all)")
+    p.add_argument("--retention", type=int, default=80,
+                   help="MT-Bench first turns for the retention check (0-80, default all)")
+    p.add_argument("--reference-model", default=None, metavar="DIR|base",
+                   help="model whose greedy answers are the retention references (default: the first --model)")
+    p.add_argument("--sealtools-unseen", action="store_true",
+                   help="also score Seal-Tools out-of-domain requests whose tools training never saw")
     p.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32",
                    help="weights dtype for evaluation (bfloat16 is ~2x faster on CPUs with AMX/AVX512-BF16)")
     p.add_argument("--no-reuse", action="store_true",
@@ -250,6 +256,60 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: automatic)")
     p.add_argument("--seed", type=int, default=0, help="order of held-out conversations")
     p.set_defaults(func=_cmd_evaluate)
+
+
+def _cmd_build(args: argparse.Namespace) -> int:
+    from .config import ConfigError
+    from .recipe import _cmd, build
+
+    try:
+        record = build(args.recipe, args.out, None if args.no_ship else args.ship, data_dir=args.data,
+                       command=_cmd())
+    except (ConfigError, FileNotFoundError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    m = record["metrics"]
+    print(f"adapter: {args.out} (step {m['global_step']}/{m['max_steps']}); "
+          f"shipped to {args.ship}" if not args.no_ship else f"adapter: {args.out}")
+    return 0
+
+
+def _add_build(sub: argparse._SubParsersAction) -> None:
+    from constrained_fc.model import SHIPPED_ADAPTER
+
+    p = sub.add_parser("build", help="recipe -> data mixture -> training -> the shipped adapter (one command)",
+                       description="Build the adapter a recipe describes: base-model answers for the chat "
+                                   "data, the mixture, LoRA training (resumed from the last checkpoint in --out "
+                                   "when there is one), and export into the package with a model card.")
+    p.add_argument("--recipe", required=True, metavar="FILE", help="recipe YAML (finetune/recipes/*.yaml)")
+    p.add_argument("--out", default="runs/smollm2-fc", metavar="DIR",
+                   help="working folder: data, checkpoints, logs (default runs/smollm2-fc)")
+    p.add_argument("--ship", default=str(SHIPPED_ADAPTER), metavar="DIR",
+                   help="where the exported adapter goes (default: the package's shipped adapter)")
+    p.add_argument("--no-ship", action="store_true", help="train only; leave the shipped adapter alone")
+    p.add_argument("--data", metavar="DIR", default=None, help="shared data folder (default: ../shared/data or "
+                                                               "$CONSTRAINED_FC_DATA)")
+    p.set_defaults(func=_cmd_build)
+
+
+def _cmd_card(args: argparse.Namespace) -> int:
+    from .recipe import refresh_card
+
+    try:
+        print(f"wrote {refresh_card(args.ship, args.results)}")
+    except (OSError, ValueError, KeyError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _add_card(sub: argparse._SubParsersAction) -> None:
+    from constrained_fc.model import SHIPPED_ADAPTER
+
+    p = sub.add_parser("card", help="put a measured results table into an exported adapter's model card")
+    p.add_argument("--results", required=True, metavar="FILE", help="results.md written by `evaluate`")
+    p.add_argument("--ship", default=str(SHIPPED_ADAPTER), metavar="DIR", help="exported adapter folder")
+    p.set_defaults(func=_cmd_card)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -261,6 +321,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train(sub)
     _add_merge(sub)
     _add_evaluate(sub)
+    _add_build(sub)
+    _add_card(sub)
     return parser
 
 

@@ -42,7 +42,7 @@ from constrained_fc.checker import check_calls, hallucination_kind, parse_lenien
 
 MODES = ("unconstrained", "constrained")
 BFCL_SETS = ("simple", "multiple", "parallel", "parallel_multiple", "irrelevance")
-SET_TITLES = {"heldout": "held-out split", "bfcl_simple": "BFCL simple", "bfcl_multiple": "BFCL multiple",
+SET_TITLES = {"heldout": "held-out split", "sealtools_unseen": "Seal-Tools unseen tools", "bfcl_simple": "BFCL simple", "bfcl_multiple": "BFCL multiple",
               "bfcl_parallel": "BFCL parallel", "bfcl_parallel_multiple": "BFCL parallel_multiple",
               "bfcl_irrelevance": "BFCL irrelevance"}
 
@@ -127,6 +127,25 @@ def heldout_items(path: str | Path, limit: int | None = None, seed: int = 0) -> 
         keep = set(random.Random(f"evaluate:{seed}").sample(range(len(items)), max(limit, 0)))
         items = [it for k, it in enumerate(items) if k in keep]
     return items
+
+
+def sealtools_unseen_items(limit: int | None = None, data_dir: str | None = None) -> list[EvalItem]:
+    """Seal-Tools out-of-domain requests whose every called tool is one no training example calls or offers
+    (`finetune.mix` keeps them out); each offered exactly its called tools. First `limit` in file order."""
+    from .mix import MixBuilder, MixConfig
+    from .sources import SEALTOOLS_HELDOUT_SPLIT, load_sealtools
+
+    builder = MixBuilder(MixConfig(data_dir=data_dir))
+    held, _ = load_sealtools(SEALTOOLS_HELDOUT_SPLIT, data_dir, builder.tools)
+    items = []
+    for ex in held:
+        if not set(ex.called_tools) <= builder.heldout_tool_names:
+            continue
+        gt = to_ground_truth(ex.calls)
+        items.append(EvalItem(set="sealtools_unseen", id=str(ex.meta.get("id")), messages=ex.messages[:1],
+                              tools=ex.tools, ground_truth=gt, category=category_for(gt),
+                              objective="parallel" if len(gt) > 1 else "single"))
+    return items[:limit] if limit is not None else items
 
 
 def bfcl_items(category: str, limit: int | None = None, data_dir: str | None = None) -> list[EvalItem]:
@@ -333,8 +352,10 @@ class EvalSettings:
     limit: int | None = 20
     modes: tuple = MODES
     max_new_tokens: int = 128
-    retention_prompts: int = len(PLAIN_PROMPTS)
+    retention_prompts: int = 80
     retention_tokens: int = 48
+    sealtools_unseen: bool = False
+    reference_model: str | None = None  # whose greedy answers are the retention references (default: the first)
     reuse: bool = True
     dtype: str = "float32"
     bfcl_data: str | None = None
@@ -347,22 +368,48 @@ def build_items(settings: EvalSettings) -> dict[str, list[EvalItem]]:
         sets["heldout"] = heldout_items(settings.eval_file, settings.limit, settings.seed)
     for cat in settings.bfcl:
         sets[f"bfcl_{cat}"] = bfcl_items(cat, settings.limit, settings.bfcl_data)
+    if settings.sealtools_unseen:
+        sets["sealtools_unseen"] = sealtools_unseen_items(settings.limit, settings.bfcl_data)
     return sets
 
 
+def retention_prompts(settings: "EvalSettings") -> list[str]:
+    """The first turns of the MT-Bench questions (never trained on), the first `retention_prompts` of them."""
+    from .sources import mt_bench_prompts
+
+    return mt_bench_prompts(settings.bfcl_data)[:settings.retention_prompts]
+
+
 def evaluate_model(spec: str, sets: dict[str, list[EvalItem]], settings: EvalSettings,
-                   references: list[dict] | None = None, label: str | None = None, progress=True) -> dict:
+                   references: list[dict] | None = None, label: str | None = None, progress=True,
+                   partial: Path | None = None) -> dict:
     """Run every item of `sets` in every mode, plus retention. Returns the model's result (metrics per set and
-    mode, retention, per-item records)."""
+    mode, retention, per-item records). With `partial`, each item's records are appended to that JSONL file as
+    they finish, and items already there (same model label, set and id) are not run again: a long evaluation
+    that was stopped continues where it was."""
     t0 = time.time()
     model, tok = load_for_eval(spec, settings.dtype)
     records: list[dict] = []
+    finished: dict[tuple, list[dict]] = {}
+    if partial is not None and partial.is_file():
+        for line in partial.read_text(encoding="utf-8").splitlines():
+            r = json.loads(line)
+            if r.get("model") == (label or spec):
+                finished.setdefault((r["set"], r["id"]), []).append(r)
     total = sum(len(v) for v in sets.values())
     done = 0
     for name, items in sets.items():
         for item in items:
+            if (name, item.id) in finished:
+                records += [{k: v for k, v in r.items() if k != "model"} for r in finished[(name, item.id)]]
+                done += 1
+                continue
             recs = run_item(model, tok, item, settings.modes, settings.max_new_tokens, settings.reuse)
             records += recs
+            if partial is not None:
+                with open(partial, "a", encoding="utf-8") as f:
+                    for r in recs:
+                        f.write(json.dumps({"model": label or spec, **r}, ensure_ascii=False) + "\n")
             done += 1
             if progress:
                 marks = " ".join(f"{r['mode'][:5]}:{'ok' if r['turn_ok'] else 'x'}" for r in recs)
@@ -376,8 +423,7 @@ def evaluate_model(spec: str, sets: dict[str, list[EvalItem]], settings: EvalSet
                                                 if r["set"] == name and r["mode"] == mode)
     ret = None
     if settings.retention_prompts:
-        ret = retention(model, tok, references, PLAIN_PROMPTS[:settings.retention_prompts],
-                        settings.retention_tokens)
+        ret = retention(model, tok, references, retention_prompts(settings), settings.retention_tokens)
     return {"label": label or spec, "model": spec, "metrics": metrics, "retention": ret,
             "seconds": round(time.time() - t0, 1), "records": records}
 
@@ -462,11 +508,16 @@ def run(model_specs: list[str], settings: EvalSettings, out: str | Path, labels:
         models.append({k: v for k, v in prior.items() if k != "records"})
         if prior.get("retention"):
             references = prior["retention"]["references"]
+    if references is None and settings.reference_model and settings.retention_prompts:
+        ref_model, ref_tok = load_for_eval(settings.reference_model, settings.dtype)
+        references = retention(ref_model, ref_tok, None, retention_prompts(settings),
+                               settings.retention_tokens)["references"]
+        del ref_model
     labels = list(labels or [])
     all_records = []
     for i, spec in enumerate(model_specs):
         label = labels[i] if i < len(labels) else spec
-        result = evaluate_model(spec, sets, settings, references, label)
+        result = evaluate_model(spec, sets, settings, references, label, partial=out / "records.partial.jsonl")
         if references is None and result["retention"]:
             references = result["retention"]["references"]
         all_records += [{"model": label, **r} for r in result.pop("records")]

@@ -46,7 +46,7 @@ def merge_adapter(adapter_dir: str | Path, out_dir: str | Path, base: str | None
     if out_dir.resolve() == adapter_dir.resolve():
         raise ConfigError("--out must differ from --adapter")
     base = base if base is not None else adapter_base(adapter_dir)
-    model, tok = load_model(base)
+    model, tok = load_model(base or "base")
     # The tokenizer saved with the adapter is the one the adapter was trained with (same tokens, same template).
     if (adapter_dir / "tokenizer_config.json").is_file():
         tok = AutoTokenizer.from_pretrained(str(adapter_dir), local_files_only=True)

@@ -162,6 +162,10 @@ def build_features(example: Example, tokenizer, max_length: int) -> Features:
                                           f"{max_length}")
         cut = len(ends) - len(fitting)
         ids, mask = ids[:fitting[-1]], mask[:fitting[-1]]
+    if example.meta.get("open_end") and not cut:
+        # The target was cut by a token budget (a base-model answer that had not ended): its last token is the
+        # end-of-turn the template appends, which the model must not learn to emit there.
+        mask = mask[:ends[-1] - 1] + [0] + mask[ends[-1]:]
     return Features(ids, mask, dropped, cut)
 
 
@@ -455,7 +459,7 @@ def train(config: TrainConfig | dict) -> TrainResult:
     from constrained_fc.model import load_model
 
     t_start = time.time()
-    model, tok = load_model(config.model)
+    model, tok = load_model(config.model or "base")  # the untuned model, never the shipped fine-tune
     token_ids = fc_token_ids(tok)
     examples, load_report = _load_training_examples(config)
     dataset, prep = prepare_dataset(examples, tok, config.max_length)

@@ -1,5 +1,6 @@
-"""Shared fixtures: the real embedded model (`smollm`, for tests marked `model`) and a tiny random Llama with
-the real SmolLM2 tokenizer (`tiny_model`, fast enough for every run)."""
+"""Shared fixtures: the real product model (`smollm`: SmolLM2-135M-Instruct with the shipped adapter, for tests
+marked `model`) and a tiny random Llama with the real SmolLM2 tokenizer (`tiny_model`, fast enough for every
+run)."""
 import os
 
 import pytest
@@ -15,7 +16,8 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 @pytest.fixture(scope="session")
 def smollm():
-    """(model, tokenizer) of the embedded SmolLM2-135M-Instruct; converts the GGUF on the first run."""
+    """(model, tokenizer) of the shipped model, what `load_model()` gives a user; the first run converts the GGUF
+    and merges the adapter into the cache."""
     from constrained_fc.model import load_model
     return load_model()
 

@@ -1,0 +1,1 @@
+"""Adapters shipped with the package (see smollm2-fc/README.md)."""
