@@ -100,7 +100,7 @@ DEMO_NO_TOOL_QUESTION = "Write a haiku about the sea."
 
 
 def _marked(tok, result) -> str:
-    """The generated text with the grammar's forced tokens in [[...]] and the trigger called out."""
+    """The generated text with the grammar's forced tokens in «...» and the trigger called out."""
     out, run = [], []
     for tid, forced in zip(result.token_ids, result.forced):
         piece = tok.decode([tid], skip_special_tokens=False)
@@ -108,11 +108,11 @@ def _marked(tok, result) -> str:
             run.append(piece)
             continue
         if run:
-            out.append("[[" + "".join(run) + "]]")
+            out.append("«" + "".join(run) + "»")
             run = []
         out.append(piece)
     if run:
-        out.append("[[" + "".join(run) + "]]")
+        out.append("«" + "".join(run) + "»")
     return "".join(out)
 
 
@@ -153,7 +153,7 @@ def cmd_demo(args) -> int:
                 status = "valid" if c.valid else f"INVALID: {c.error}"
                 print(f"  {c.name}({json.dumps(c.arguments, ensure_ascii=False)})  [{status}]")
         s = result.stats
-        print(f"\nstats: {s.tokens_generated} tokens ({s.tokens_forced} forced by the grammar, shown in [[...]]: "
+        print(f"\nstats: {s.tokens_generated} tokens ({s.tokens_forced} forced by the grammar, shown in «...»: "
               f"{100 * s.forced_share:.0f}%), {s.forward_passes} forward passes, prompt {s.prompt_ms:.0f} ms, "
               f"decode {s.decode_ms:.0f} ms, mask {s.mask_us_per_token:.0f} us/token")
     return 0

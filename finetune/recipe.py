@@ -87,6 +87,8 @@ def build(recipe: str | Path, out: str | Path, ship: str | Path | None, *, data_
     # A resumed build reports the wall time of every run that contributed.
     log = json.loads((out / "train_log.json").read_text(encoding="utf-8"))
     record["train_log"] = {"steps": len(log.get("steps", [])), "trainable_parameters": log.get("trainable_parameters")}
+    record["prepared"] = {k: log["data"][k] for k in ("examples", "used", "skipped", "tokens", "trained_tokens",
+                                                      "dropped_tools", "cut")}
     (out / BUILD_META).write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
     if ship:
         export_adapter(out, ship, record)
@@ -148,6 +150,11 @@ def model_card(record: dict, ship: Path) -> str:
     measured = results.read_text(encoding="utf-8").replace("\n# ", "\n### ").lstrip("# ") if results.is_file() \
         else "Not measured yet: `python -m finetune evaluate --model default ...` (see the repository README)."
     minutes = (m.get("train_seconds") or 0) / 60
+    p = record.get("prepared")
+    prepared = (f"Trained on {p['used']} of the {p['examples']} conversations ({p['tokens']:,} tokens, "
+                f"{p['trained_tokens']:,} in the loss); skipped: {p['skipped'] or 'none'} (longer than max_length "
+                f"even without distractor tools); distractor tools dropped to fit in {p['dropped_tools']}.\n\n"
+                if p else "")
     return f"""# smollm2-fc: the shipped function-calling adapter
 
 LoRA adapter (plus the five function-calling token rows) for **SmolLM2-135M-Instruct**, trained by
@@ -172,10 +179,11 @@ model with this adapter merged (once, into the model cache); `load_model("base")
 |---|---|---|---|
 {rows}
 
-Sources: Seal-Tools (`dev`, `test_in_domain`; `test_out_domain` held out with every tool it calls), API-Bank
-levels 1-2, Glaive (300-conversation sample), the synthetic generator (`finetune/synth.py`), self-instruct
-prompts answered by the base model itself. Never trained on: BFCL (every example whose user text matches a
-BFCL question is dropped: {data['dropped_bfcl']} were), MT-Bench.
+{prepared}Sources: Seal-Tools (`dev`, `test_in_domain`), API-Bank levels 1-2, Glaive (300-conversation sample), the
+synthetic generator (`finetune/synth.py`), self-instruct prompts answered by the base model itself. Never
+trained on: BFCL (every example whose user text matches a BFCL question is dropped: {data['dropped_bfcl']}
+were), MT-Bench, Seal-Tools `test_out_domain` and the {data['heldout_tools']} tools only it calls (never even
+offered as distractors), so that split scores unseen tools.
 
 ## Measured
 {measured}
