@@ -482,8 +482,8 @@ def markdown(results: dict) -> str:
     rets = [(m["label"], m["retention"]) for m in models if m.get("retention")]
     if rets:
         lines += ["", "## Retention on tool-free chat prompts", "",
-                  f"Reference answers: `{models[0]['label']}`'s greedy answers to {rets[0][1]['n']} plain prompts "
-                  f"(up to {s['retention_tokens']} tokens).", "",
+                  f"Reference answers: `{s.get('reference_model') or models[0]['label']}`'s greedy answers to "
+                  f"{rets[0][1]['n']} MT-Bench first turns (up to {s['retention_tokens']} tokens).", "",
                   "| model | mean NLL of reference answers | exact agreement | shared-prefix agreement |",
                   "|---|---|---|---|"]
         for label, r in rets:
