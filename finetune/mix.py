@@ -26,7 +26,6 @@ import hashlib
 import json
 import random
 import re
-from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -324,10 +323,6 @@ def build_mix(config: MixConfig, out_file: str | Path,
     write_jsonl(examples, out_file)
     builder.report.sha256 = hashlib.sha256(out_file.read_bytes()).hexdigest()
     return builder.report
-
-
-def component_table(examples: list[Example]) -> Counter:
-    return Counter(ex.meta.get("component", "?") for ex in examples)
 
 
 __all__ = ["MixConfig", "MixBuilder", "MixReport", "MixError", "build_mix", "bfcl_question_texts", "leaks",
