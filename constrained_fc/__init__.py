@@ -8,7 +8,8 @@ The compiler half imports no torch; the runtime half is loaded on first use.
 """
 from importlib import import_module
 
-from .errors import ConstrainedFCError, GrammarMismatchError, ToolSchemaError, UnsupportedKeywordError
+from .errors import (ConstrainedFCError, ContextLengthError, GrammarMismatchError, ToolSchemaError,
+                     UnsupportedKeywordError)
 from .schema_compiler import Grammar, RelaxedSchemaWarning, compile_schema
 from .tool_grammar import ToolGrammar, compile_tools
 from .tools import Tool, ToolCall, normalize_tools
@@ -25,7 +26,7 @@ _LAZY = {
 }
 
 __all__ = ["compile_tools", "compile_schema", "ToolGrammar", "Grammar", "ToolCall", "Tool", "normalize_tools",
-           "ConstrainedFCError", "ToolSchemaError", "UnsupportedKeywordError", "GrammarMismatchError",
+           "ConstrainedFCError", "ContextLengthError", "ToolSchemaError", "UnsupportedKeywordError", "GrammarMismatchError",
            "RelaxedSchemaWarning", *_LAZY]
 
 

@@ -12,6 +12,7 @@ prompt included), so plain chat behaves exactly as the original model expects.
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from typing import Any, Iterable, Mapping, Sequence
 
@@ -157,15 +158,16 @@ def normalize_messages(messages: Iterable[Mapping[str, Any]]) -> list[dict]:
     Keys this function does not know (a training weight, say) are kept. Raises `ChatFormatError` naming the
     message index and the problem.
     """
-    if isinstance(messages, (str, bytes, Mapping)):
+    if isinstance(messages, (str, bytes, Mapping)) or not isinstance(messages, Iterable):
         raise ChatFormatError(f"messages must be a list of message objects, got {type(messages).__name__}")
     out: list[dict] = []
     pending: list[dict] = []  # calls of the latest assistant turn that no result has answered yet
+    known: set[str] = set()  # the ids of every call made so far
     for i, raw in enumerate(messages):
         if not isinstance(raw, Mapping):
             raise ChatFormatError(f"must be an object with a 'role', got {type(raw).__name__}", index=i)
         role = raw.get("role")
-        role = _ROLE_ALIASES.get(role, role)
+        role = _ROLE_ALIASES.get(role, role) if isinstance(role, str) else role
         if role not in _ROLES:
             raise ChatFormatError(f"unknown role {raw.get('role')!r} (expected one of {', '.join(_ROLES)})",
                                   index=i)
@@ -179,8 +181,9 @@ def normalize_messages(messages: Iterable[Mapping[str, Any]]) -> list[dict]:
             msg.update(_normalize_assistant(raw, i))
             if msg.get("tool_calls"):
                 pending = [{"id": c["id"], "name": c["function"]["name"]} for c in msg["tool_calls"]]
+                known.update(c["id"] for c in msg["tool_calls"])
         else:
-            msg.update(_normalize_result(raw, i, pending))
+            msg.update(_normalize_result(raw, i, pending, known))
         out.append(msg)
     if not out:
         raise ChatFormatError("messages is empty: a conversation needs at least one user message")
@@ -206,7 +209,7 @@ def _normalize_assistant(raw: Mapping, i: int) -> dict:
     return out
 
 
-def _normalize_result(raw: Mapping, i: int, pending: list[dict]) -> dict:
+def _normalize_result(raw: Mapping, i: int, pending: list[dict], known: set[str]) -> dict:
     content = raw.get("content")
     if content is None:
         raise ChatFormatError("tool result has no content", index=i)
@@ -224,6 +227,9 @@ def _normalize_result(raw: Mapping, i: int, pending: list[dict]) -> dict:
     if call_id is not None and (not isinstance(call_id, str) or not call_id):
         raise ChatFormatError(f"tool_call_id must be a non-empty string, got {call_id!r}", index=i)
     if call_id is not None:
+        if call_id not in known:
+            # As the OpenAI API does: a result must answer a call the conversation made.
+            raise ChatFormatError(f"tool_call_id {call_id!r} matches no earlier tool call", index=i)
         match = next((c for c in pending if c["id"] == call_id), None)
     else:
         match = next((c for c in pending if name is not None and c["name"] == name), None)
@@ -320,3 +326,72 @@ def render_prompt(tokenizer, messages, tools=None, *, add_generation_prompt: boo
         if type(e).__module__.startswith("jinja2"):
             raise ChatFormatError(f"chat template failed: {e}") from None
         raise
+
+
+# Content (messages, tool results, tool descriptions and schemas) is data, never markup: text such as
+# "<|im_end|>" or "[TOOL_CALLS]" inside it must be tokenised as the characters it is, or a user message or a
+# tool result could forge a turn or trigger a call (prompt injection). The template's own control tokens are
+# tokenised normally. Occurrences inside content are swapped for private-use sentinels before rendering (they
+# pass through the template and `tojson` unchanged), and each sentinel is then tokenised with
+# `split_special_tokens=True`. Content without control-token text takes the one-call path, so its ids are
+# exactly those of tokenising the rendered prompt.
+_SENTINEL = re.compile("\ue000(\\d+)\ue001")
+
+
+def _control_strings(tokenizer) -> list[str]:
+    """Every text the tokenizer matches as one added token, longest first."""
+    return sorted(tokenizer.get_added_vocab(), key=len, reverse=True)
+
+
+def _escape_controls(value: Any, pattern: "re.Pattern[str]", index: dict[str, int]) -> tuple[Any, bool]:
+    """`value` with every control-token text inside its strings (and keys) replaced by a sentinel."""
+    if isinstance(value, str):
+        if not pattern.search(value):
+            return value, False
+        return pattern.sub(lambda m: f"\ue000{index[m.group(0)]}\ue001", value), True
+    if isinstance(value, Mapping):
+        out, hit = {}, False
+        for k, v in value.items():
+            k2, h1 = _escape_controls(k, pattern, index) if isinstance(k, str) else (k, False)
+            v2, h2 = _escape_controls(v, pattern, index)
+            out[k2] = v2
+            hit = hit or h1 or h2
+        return out, hit
+    if isinstance(value, (list, tuple)):
+        items = [_escape_controls(v, pattern, index) for v in value]
+        return [v for v, _ in items], any(h for _, h in items)
+    return value, False
+
+
+def encode_prompt(tokenizer, messages, tools=None, *, add_generation_prompt: bool = True) -> list[int]:
+    """The prompt's token ids: `render_prompt`'s text, with content never tokenised as control tokens (see
+    above). This is what every decoding path feeds the model."""
+    msgs = normalize_messages(messages)
+    tools_oa = normalize_tools_for_prompt(tools)
+    controls = _control_strings(tokenizer)
+    if controls:
+        pattern = re.compile("|".join(re.escape(c) for c in controls))
+        index = {c: i for i, c in enumerate(controls)}
+        safe = [dict(m, role=m["role"]) for m in msgs]
+        hit = False
+        for m in safe:
+            for key in list(m):
+                if key != "role":
+                    m[key], h = _escape_controls(m[key], pattern, index)
+                    hit = hit or h
+        safe_tools, h = _escape_controls(tools_oa, pattern, index)
+        if hit or h:
+            text = render_prompt(tokenizer, safe, safe_tools, add_generation_prompt=add_generation_prompt)
+            ids: list[int] = []
+            pos = 0
+            for m in _SENTINEL.finditer(text):
+                if m.start() > pos:
+                    ids += tokenizer.encode(text[pos:m.start()], add_special_tokens=False)
+                ids += tokenizer.encode(controls[int(m.group(1))], add_special_tokens=False,
+                                        split_special_tokens=True)
+                pos = m.end()
+            if pos < len(text):
+                ids += tokenizer.encode(text[pos:], add_special_tokens=False)
+            return ids
+    text = render_prompt(tokenizer, msgs, tools_oa, add_generation_prompt=add_generation_prompt)
+    return tokenizer.encode(text, add_special_tokens=False)

@@ -1,4 +1,4 @@
-"""The `constrained-fc` command: demo, call, grammar, chat. Bad input prints one clear line and exits 2."""
+"""The `constrained-fc` command: demo, call, grammar, chat, serve. Bad input prints one clear line and exits 2."""
 from __future__ import annotations
 
 import argparse
@@ -47,8 +47,12 @@ def _read_json(path: str, what: str):
         raise CLIError(f"{what} file not found: {path}")
     try:
         return json.loads(p.read_text("utf-8"))
+    except UnicodeDecodeError as e:
+        raise CLIError(f"{what} file {path} is not UTF-8 text (byte {e.start}: {e.reason})") from None
     except json.JSONDecodeError as e:
         raise CLIError(f"{what} file {path} is not valid JSON: {e.msg} at line {e.lineno} column {e.colno}")
+    except RecursionError:
+        raise CLIError(f"{what} file {path} nests deeper than the JSON reader can follow") from None
 
 
 def _load_tools(path: str):
@@ -246,7 +250,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tools", required=True)
     p.add_argument("--functions", default=None, help="a Python file whose functions implement the tools")
     p.set_defaults(func=cmd_chat)
+    p = sub.add_parser("serve", help="an OpenAI-compatible chat-completions server (loopback by default)")
+    p.add_argument("--model", default=None, help="'base', a local model or adapter directory (default: the "
+                                                 "shipped fine-tune)")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine)")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--max-queue", type=int, default=64, help="requests that may wait; beyond it, 429")
+    p.set_defaults(func=cmd_serve)
     return ap
+
+
+def cmd_serve(args) -> int:
+    try:
+        from .server import serve
+    except ImportError as e:
+        raise CLIError(f"the server needs its extra: pip install 'constrained_fc[serve]' ({e.name} missing)")
+    if not 0 < args.port < 65536:
+        raise CLIError(f"--port must be in 1..65535, got {args.port}")
+    if args.max_queue < 1:
+        raise CLIError(f"--max-queue must be at least 1, got {args.max_queue}")
+    serve(args.model, host=args.host, port=args.port, max_queue=args.max_queue)
+    return 0
 
 
 def main(argv=None) -> int:

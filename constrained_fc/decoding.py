@@ -4,6 +4,7 @@ the grammar completes, when `max_calls` is reached, or when the model starts to 
 matcher is rolled back to the separator and the list is closed instead)."""
 from __future__ import annotations
 
+import json
 import time
 import warnings
 from dataclasses import asdict, dataclass, field
@@ -13,7 +14,7 @@ import torch
 from transformers import DynamicCache
 
 from .call_scanner import CallScanner
-from .errors import ConstrainedFCError
+from .errors import ConstrainedFCError, ContextLengthError
 from .logits_processor import DEFAULT_MAX_ARRAY_ITEMS, DEFAULT_MAX_CALLS, DEFAULT_MAX_STRING_LENGTH, CallPlan
 from .matcher import allocate_bitmask, apply_bitmask
 from .reply import parse_body
@@ -46,6 +47,7 @@ class Result:
     error: str | None = None  # set only if the finished call text failed to parse (an engine disagreement)
     token_ids: list = field(default_factory=list, repr=False)  # every generated token, trigger included
     forced: list = field(default_factory=list, repr=False)  # parallel to token_ids: forced by the grammar?
+    incomplete_call: bool = False  # the token limit cut a call list before it closed; its calls are dropped
 
     @property
     def valid_calls(self) -> list[ToolCall]:
@@ -65,6 +67,16 @@ class Result:
                 "tool_calls": [{"id": c.id, "name": c.name, "arguments": c.arguments, "error": c.error}
                                for c in self.tool_calls],
                 "stats": dict(asdict(self.stats), forced_share=self.stats.forced_share)}
+
+
+def context_length(model) -> int | None:
+    """The model's context window in tokens (its position-embedding limit), or None when it declares none."""
+    config = getattr(model, "config", None)
+    for key in ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length"):
+        value = getattr(config, key, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return None
 
 
 def _sample(logits: torch.Tensor, do_sample: bool, temperature: float, top_p: float, gen) -> int:
@@ -95,16 +107,33 @@ def generate(model, tokenizer, messages, tools, *, tool_choice: Any = "auto", fo
              max_calls: int | None = DEFAULT_MAX_CALLS,
              max_string_length: int | None = DEFAULT_MAX_STRING_LENGTH,
              max_array_items: int | None = DEFAULT_MAX_ARRAY_ITEMS, whitespace: str = "canonical",
-             seed: int | None = None):
+             seed: int | None = None, response_format: dict | None = None):
     """Generate one assistant turn. Returns a `Result`; with stream=True, an iterator of OpenAI-style deltas
     (`{"content": ...}`, `{"tool_calls": [{"index", "id", "function": {"name" | "arguments"}}]}`) ending with
-    `{"finish_reason": ..., "result": Result}`.
+    `{"finish_reason": ..., "result": Result}` (plus `"withdrawn_tool_calls": [index, ...]` when the token
+    limit cut calls whose deltas were already streamed: they are not in the result).
 
     fast_forward feeds the tokens the grammar forces in one forward pass; with False they are fed one pass
     each. Both produce the same tokens. max_calls bounds calls per turn (default 8); max_string_length bounds
     strings whose schema has no maxLength (default 128 characters) and max_array_items arrays with no maxItems
-    (default 16), so a run-on string or list cannot eat the budget."""
+    (default 16), so a run-on string or list cannot eat the budget.
+
+    response_format (OpenAI's shape): `{"type": "json_object"}` or `{"type": "json_schema", "json_schema":
+    {"schema": {...}}}` holds the whole reply to JSON (of that schema, compiled with `compile_schema`) from the
+    first token; the reply's `content` is the JSON text. It cannot be combined with tools yet."""
     _check_generation_args(max_new_tokens, do_sample, temperature, top_p)
+    schema = response_schema(response_format)
+    if schema is not None:
+        if tools and tool_choice != "none":
+            raise ConstrainedFCError("response_format json_object / json_schema cannot be combined with tools "
+                                     "(send tool_choice='none' or no tools)")
+        run = _JSONDecoder(model, tokenizer, messages, schema, max_new_tokens=max_new_tokens,
+                           sampling=(do_sample, temperature, top_p), seed=seed, stream=stream)
+        if stream:
+            return run.events()
+        for _ in run.events():
+            pass
+        return run.result
     run = _Decoder(model, tokenizer, messages, tools, tool_choice=tool_choice, format=format,
                    fast_forward=fast_forward, max_new_tokens=max_new_tokens, do_sample=do_sample,
                    temperature=temperature, top_p=top_p, parallel=parallel, max_calls=max_calls,
@@ -121,14 +150,21 @@ class _Decoder:
     def __init__(self, model, tokenizer, messages, tools, *, tool_choice, format, fast_forward, max_new_tokens,
                  do_sample, temperature, top_p, parallel, max_calls, max_string_length, max_array_items, whitespace, seed,
                  stream):
-        from .chat import render_prompt
+        from .chat import encode_prompt
         self.model, self.tok = model, tokenizer
         self.plan = CallPlan(tokenizer, tools, tool_choice=tool_choice, format=format, parallel=parallel,
                              max_calls=max_calls, max_string_length=max_string_length,
                              max_array_items=max_array_items, whitespace=whitespace)
         tools_for_prompt = [t.to_openai() for t in self.plan.grammar.tools] if self.plan.grammar else tools
-        self.prompt = render_prompt(tokenizer, messages, tools_for_prompt or None)
+        self.prompt_ids = encode_prompt(tokenizer, messages, tools_for_prompt or None)
         self.fast_forward = fast_forward
+        # Context policy (README, "Guarantees"): a prompt that does not fit is an error before any work; a
+        # reply is cut where the context ends (finish_reason "length"), never run past it.
+        context = context_length(model)
+        if context is not None:
+            if len(self.prompt_ids) >= context:
+                raise ContextLengthError(len(self.prompt_ids), context)
+            max_new_tokens = min(max_new_tokens, context - len(self.prompt_ids))
         self.max_new_tokens = max_new_tokens
         self.sampling = (do_sample, temperature, top_p)
         self.gen = torch.Generator().manual_seed(seed) if seed is not None else None
@@ -145,7 +181,7 @@ class _Decoder:
     def events(self) -> Iterator[dict]:
         tok, plan = self.tok, self.plan
         self.stats = Stats()
-        prompt_ids = tok(self.prompt, add_special_tokens=False).input_ids
+        prompt_ids = self.prompt_ids
         self.stats.prompt_tokens = len(prompt_ids)
         self.cache = DynamicCache()
         t0 = time.perf_counter()
@@ -211,6 +247,13 @@ class _Decoder:
                         self.text_ids.append(token)
                         yield from self._text_deltas()
                     continue
+                if token in plan.eos_ids and self.matcher.accepting:
+                    # A complete list may go on (hermes: another <tool_call>) or end; the model chose to end.
+                    # End-of-turn closes the list; it is not part of the call text.
+                    generated.pop()
+                    self.forced_flags.pop()
+                    finish = "tool_calls"
+                    break
                 if not self.matcher.consume(token):
                     raise ConstrainedFCError(f"llguidance refused token {token}: {self.matcher.error}")
                 self.body.append(token)
@@ -234,7 +277,13 @@ class _Decoder:
         self.result.token_ids, self.result.forced = list(generated), list(self.forced_flags[:len(generated)])
         yield from self._text_deltas()
         yield from self._call_deltas(final=True)
-        yield {"finish_reason": self.result.finish_reason, "result": self.result}
+        final = {"finish_reason": self.result.finish_reason, "result": self.result}
+        # Calls whose deltas were streamed but that are not in the result (the token limit cut them): a
+        # client must drop them, so the last event names them.
+        withdrawn = list(range(len(self.result.tool_calls), len(self._stream_state)))
+        if withdrawn:
+            final["withdrawn_tool_calls"] = withdrawn
+        yield final
 
     def _start_call(self, n_vocab: int) -> None:
         self.matcher = self.plan.matcher(n_vocab)
@@ -295,7 +344,8 @@ class _Decoder:
         for call, state in zip(reply.tool_calls, self._stream_state):
             call.id = state["id"]  # the ids already streamed
         return Result(content=content, tool_calls=reply.tool_calls if reply.complete else [],
-                      finish_reason=finish if reply.complete else "length", stats=self.stats, text=text)
+                      finish_reason=finish if reply.complete else "length", stats=self.stats, text=text,
+                      incomplete_call=not reply.complete)
 
     # -- streaming ---------------------------------------------------------------------------------------------
     def _text_deltas(self) -> Iterator[dict]:
@@ -332,3 +382,117 @@ class _Decoder:
             if len(args) > state["sent"]:
                 yield {"tool_calls": [{"index": i, "function": {"arguments": args[state["sent"]:]}}]}
                 state["sent"] = len(args)
+
+
+# -- response_format: the whole reply held to one JSON Schema -------------------------------------------------
+def response_schema(response_format: Any) -> dict | bool | None:
+    """The JSON Schema an OpenAI `response_format` asks for (None for plain text)."""
+    if response_format is None:
+        return None
+    if not isinstance(response_format, dict) or not isinstance(response_format.get("type"), str):
+        raise ConstrainedFCError(f"response_format must be an object with a 'type', got {response_format!r}")
+    kind = response_format["type"]
+    if kind == "text":
+        return None
+    if kind == "json_object":
+        return {"type": "object"}
+    if kind == "json_schema":
+        spec = response_format.get("json_schema")
+        if not isinstance(spec, dict) or "schema" not in spec:
+            raise ConstrainedFCError("response_format json_schema needs {'json_schema': {'schema': {...}}}")
+        return spec["schema"]
+    raise ConstrainedFCError(f"response_format type must be text, json_object or json_schema, got {kind!r}")
+
+
+class _JSONDecoder:
+    """Mask every token by the schema's grammar from the first one; forced runs are fed in one pass."""
+
+    def __init__(self, model, tokenizer, messages, schema, *, max_new_tokens, sampling, seed, stream):
+        from .chat import encode_prompt
+        from .matcher import TokenMatcher
+        from .schema_compiler import compile_schema
+        self.model, self.tok = model, tokenizer
+        self.grammar = compile_schema(schema, warn=False)
+        self.schema = schema
+        self.prompt_ids = encode_prompt(tokenizer, messages, None)
+        context = context_length(model)
+        if context is not None:
+            if len(self.prompt_ids) >= context:
+                raise ContextLengthError(len(self.prompt_ids), context)
+            max_new_tokens = min(max_new_tokens, context - len(self.prompt_ids))
+        self.max_new_tokens = max_new_tokens
+        self.sampling = sampling
+        self.gen = torch.Generator().manual_seed(seed) if seed is not None else None
+        self.stream = stream
+        self._matcher_cls = TokenMatcher
+        self.result: Result | None = None
+
+    def events(self) -> Iterator[dict]:
+        import jsonschema
+        tok = self.tok
+        stats = Stats(prompt_tokens=len(self.prompt_ids))
+        cache = DynamicCache()
+
+        def forward(ids):
+            x = torch.tensor([ids], dtype=torch.long, device=self.model.device)
+            stats.forward_passes += 1
+            return self.model(input_ids=x, past_key_values=cache, use_cache=True).logits[0, -1].float()
+
+        t0 = time.perf_counter()
+        with torch.inference_mode():
+            logits = forward(self.prompt_ids)
+            stats.prompt_ms = 1e3 * (time.perf_counter() - t0)
+            t1 = time.perf_counter()
+            matcher = self._matcher_cls(self.grammar.lark, tok, n_vocab=logits.shape[-1])
+            bitmask = allocate_bitmask(1, logits.shape[-1])
+            out: list[int] = []
+            forced: list[bool] = []
+            sent = ""
+            finish = "length"
+            while len(out) < self.max_new_tokens:
+                if matcher.done:
+                    finish = "stop"
+                    break
+                ff = matcher.forced_tokens()[: self.max_new_tokens - len(out)]
+                if ff:
+                    matcher.consume_many(ff)
+                    new = ff
+                    forced += [True] * len(ff)
+                else:
+                    matcher.fill_mask(bitmask, 0)
+                    apply_bitmask(logits.unsqueeze(0), bitmask)
+                    token = _sample(logits, *self.sampling, self.gen)
+                    if token in (tok.eos_token_id,) and matcher.accepting:
+                        finish = "stop"
+                        break
+                    if not matcher.consume(token):
+                        raise ConstrainedFCError(f"llguidance refused token {token}: {matcher.error}")
+                    new = [token]
+                    forced.append(False)
+                out += new
+                if self.stream:
+                    text = tok.decode(out, skip_special_tokens=True)
+                    if not text.endswith("\ufffd") and len(text) > len(sent):
+                        yield {"content": text[len(sent):]}
+                        sent = text
+                if matcher.done:
+                    finish = "stop"
+                    break
+                logits = forward(new)
+        stats.decode_ms = 1e3 * (time.perf_counter() - t1)
+        stats.tokens_generated, stats.tokens_forced = len(out), sum(forced)
+        stats.mask_us_per_token = matcher.mask_us_per_token
+        content = tok.decode(out, skip_special_tokens=True)
+        error = None
+        if finish == "stop":
+            try:
+                jsonschema.validators.validator_for(self.schema, default=jsonschema.Draft202012Validator)(
+                    self.schema).validate(json.loads(content))
+            except jsonschema.ValidationError as e:  # a relaxed keyword the grammar let through
+                error = f"the reply fails the schema: {e.message}"
+        self.result = Result(content=content, finish_reason=finish, stats=stats, text=content, error=error,
+                             token_ids=out, forced=forced)
+        if self.stream and len(content) > len(sent):
+            yield {"content": content[len(sent):]}
+        yield {"finish_reason": finish, "result": self.result}
+

@@ -40,3 +40,13 @@ class UnsupportedKeywordError(ToolSchemaError):
 
 class GrammarMismatchError(ConstrainedFCError):
     """Text handed to `parse` is not in the grammar's language."""
+
+
+class ContextLengthError(ConstrainedFCError):
+    """The prompt does not fit the model's context window; nothing was generated."""
+
+    def __init__(self, prompt_tokens: int, context: int):
+        self.prompt_tokens = prompt_tokens
+        self.context = context
+        super().__init__(f"the prompt is {prompt_tokens} tokens but the model's context is {context} tokens: "
+                         "shorten the conversation or send fewer tools")

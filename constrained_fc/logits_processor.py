@@ -163,7 +163,8 @@ class ToolCallLogitsProcessor(LogitsProcessor):
 
     tool_choice: "auto" (constrain once the trigger token is generated), "required" (the trigger is forced
     first), a function name or OpenAI's {"type": "function", "function": {"name": ...}} (only that tool),
-    "none" (the trigger is banned). Use a fresh processor (or `reset()`) per `generate` call; afterwards
+    "none" (the trigger is banned). One processor serves any number of `generate` calls: a call whose ids do
+    not continue the previous step's starts over by itself (`reset()` does it by hand). After each call,
     `replies(sequences)` gives each row's content and validated calls."""
 
     def __init__(self, tokenizer, tools, *, tool_choice: Any = "auto", format: str | None = None,
@@ -179,6 +180,13 @@ class ToolCallLogitsProcessor(LogitsProcessor):
         self.rows: list[_Row] | None = None
         self.prompt_length = None
         self._bitmask = None
+        self._last: torch.Tensor | None = None  # the ids of the previous step
+
+    def _continues(self, input_ids: torch.Tensor) -> bool:
+        """Do these ids extend the previous step's by one token? If not, a new `generate` call has begun."""
+        last = self._last
+        return (last is not None and input_ids.shape[0] == last.shape[0]
+                and input_ids.shape[1] == last.shape[1] + 1 and torch.equal(input_ids[:, :-1], last))
 
     @property
     def grammar(self) -> ToolGrammar | None:
@@ -186,17 +194,18 @@ class ToolCallLogitsProcessor(LogitsProcessor):
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
         batch, length = input_ids.shape
+        if self.rows is not None and not self._continues(input_ids):
+            self.reset()  # reused for another generate() call
         if self.rows is None:
             self.prompt_length = length
             n_vocab = scores.shape[1]
             self.rows = [_Row(self.plan, input_ids[r].tolist(), n_vocab) for r in range(batch)]
             self._bitmask = allocate_bitmask(batch, n_vocab)
-        elif len(self.rows) != batch:
-            raise ConstrainedFCError("batch size changed between steps: use a fresh processor per generate()")
         else:
             last = input_ids[:, -1].tolist()
             for row, tok in zip(self.rows, last):
                 row.advance(tok)
+        self._last = input_ids
         for r, row in enumerate(self.rows):
             row.constrain(scores[r], self._bitmask, r)
         return scores

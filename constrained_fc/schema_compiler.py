@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import json
 import math
+import keyword
 import re
 import string
 import warnings
@@ -19,7 +20,7 @@ from typing import Any
 
 import lark
 
-from .errors import ConstrainedFCError, GrammarMismatchError
+from .errors import ConstrainedFCError, GrammarMismatchError, ToolSchemaError
 from .tools import check_schema
 from .schema_ir import (AnyNode, ArrayNode, ConstNode, IRBuilder, NeverNode, Node, ObjectNode, Policy, RefNode,
                         Relaxation, ScalarNode, UnionNode, _json_equal)
@@ -30,6 +31,50 @@ DIALECTS = ("json", "python")
 _NEVER_REGEX = r"[^\s\S]"
 _FLEX_WS = r"[ \t\n\r]+"
 _PY_IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_IDENT_FIRST = "ABCDEFGHIJKLMNOPQRSTUVWXYZ_abcdefghijklmnopqrstuvwxyz"
+_IDENT_REST = "0123456789" + _IDENT_FIRST
+
+
+def _char_class(chars: str) -> str:
+    """A regex character class of exactly `chars` (ASCII identifier characters), runs written as ranges."""
+    codes = sorted(set(map(ord, chars)))
+    parts, i = [], 0
+    while i < len(codes):
+        j = i
+        while j + 1 < len(codes) and codes[j + 1] == codes[j] + 1:
+            j += 1
+        parts.append(chr(codes[i]) if i == j else f"{chr(codes[i])}-{chr(codes[j])}")
+        i = j + 1
+    return "[" + "".join(parts) + "]"
+
+
+def _identifier_except(words) -> str:
+    """A regex (no look-ahead: llguidance and lark both run it) for ASCII identifiers other than `words`.
+    Built from the trie of `words`: at each node, either follow a word's next letter, or leave the trie with
+    any other identifier character and continue freely, or stop where no excluded word ends."""
+    trie: dict = {}
+    for w in words:
+        node = trie
+        for ch in w:
+            node = node.setdefault(ch, {})
+        node[""] = {}
+
+    def at(node: dict, first: bool) -> str:
+        allowed = _IDENT_FIRST if first else _IDENT_REST
+        alts = [f"{re.escape(ch)}{at(child, False)}" for ch, child in sorted(node.items()) if ch]
+        rest = "".join(c for c in allowed if c not in node)
+        if rest:
+            alts.append(f"{_char_class(rest)}[A-Za-z0-9_]*")
+        if not first and "" not in node:
+            alts.append("")
+        return "(?:" + "|".join(alts) + ")"
+
+    return at(trie, True)
+
+
+# Keyword-argument names of the python format: identifiers that are not Python keywords (`f(class=1)` is a
+# SyntaxError). Soft keywords (match, case, type, _) are valid argument names.
+_PY_KWARG = re.compile(_identifier_except(keyword.kwlist))
 
 
 class RelaxedSchemaWarning(UserWarning):
@@ -167,8 +212,10 @@ class LarkEmitter:
         if not self._base_added:
             self._base_added = True
             self._taken.update({"any_value", "any_object", "any_member", "any_array"})
-            self.terminal("string", rx.string_regex())
-            self.terminal("number", rx.number_range(None, None)[0])
+            # The terminals may already exist under another name (a property's plain string, say): the
+            # template is filled with whatever name the regex has.
+            self._base_terms = (self.terminal("string", rx.string_regex()),
+                                self.terminal("number", rx.number_range(None, None)[0]))
         return "any_value"
 
     def base_text(self) -> str:
@@ -178,7 +225,7 @@ class LarkEmitter:
         return load_template("json_base.lark").substitute(
             true=lark_literal(lit[True]), false=lark_literal(lit[False]), null=lark_literal(lit[None]),
             comma=self.sep(","), colon=self.sep(":"), lbrace=self.open("{"), rbrace=self.close("}"),
-            lbrack=self.open("["), rbrack=self.close("]"))
+            lbrack=self.open("["), rbrack=self.close("]"), string=self._base_terms[0], number=self._base_terms[1])
 
     # -- nodes ----------------------------------------------------------------------------------------------
     def expr(self, node: Node) -> str:
@@ -232,7 +279,7 @@ class LarkEmitter:
         extra_kv = None
         if node.extra is not None:
             if kwargs:
-                key_term = self.terminal("kwarg_name", _PY_IDENT.pattern)
+                key_term = self.terminal("kwarg_name", _PY_KWARG.pattern)
                 extra_kv = f"{key_term} \"=\" {self.expr(node.extra)}"
             else:
                 # patternProperties keys: pattern_regex already matches the key's JSON string text.
@@ -404,7 +451,7 @@ class Renderer:
             if node.extra is None:
                 raise _NoFit(f"undeclared property {k!r}")
             if kwargs:
-                if not _PY_IDENT.fullmatch(k):
+                if not _PY_KWARG.fullmatch(k):
                     raise _NoFit(f"{k!r} is not a Python keyword-argument name")
                 parts.append(f"{k}={self._r(node.extra, v)}")
             else:
@@ -503,6 +550,17 @@ def warn_relaxed(relaxations: list[Relaxation], what: str) -> None:
                       RelaxedSchemaWarning, stacklevel=3)
 
 
+def check_grammar(text: str, *, tool: str | None = None, path=()) -> None:
+    """Every grammar the compiler returns has passed llguidance's own check (about a millisecond): an emitter
+    bug must fail here, naming the schema, not later as a matcher that rejects every value."""
+    import llguidance
+    problem = llguidance.LLMatcher.validate_grammar(text)
+    if problem:
+        first = problem.strip().splitlines()[0][:200]
+        raise ToolSchemaError(f"the compiled grammar is invalid ({first}); this is a compiler bug, please "
+                              "report it with the schema", tool=tool, path=path)
+
+
 def compile_schema(schema: Any, *, strict: bool = False, whitespace: str = "canonical",
                    assert_formats: bool = False, registry=None, warn: bool = True) -> Grammar:
     """Compile a JSON Schema (draft 2020-12) into a `Grammar` whose language is the canonical JSON text of
@@ -516,6 +574,7 @@ def compile_schema(schema: Any, *, strict: bool = False, whitespace: str = "cano
     emitter = LarkEmitter(dialect)
     top = emitter.expr(node)
     text = emitter.text(f"start: {top}")
+    check_grammar(text)
     if warn:
         warn_relaxed(builder.relaxations, "schema")
     return Grammar(text, node, dialect, builder.relaxations)

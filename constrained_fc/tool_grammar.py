@@ -6,13 +6,14 @@ import ast
 import functools
 import hashlib
 import json
+import keyword
 from dataclasses import dataclass
 from typing import Any, Iterable, Sequence
 
 import jsonschema
 
 from .errors import ConstrainedFCError, GrammarMismatchError, ToolSchemaError
-from .schema_compiler import (Dialect, LarkEmitter, Renderer, lark_literal, lark_parser, load_template, rule_name,
+from .schema_compiler import (Dialect, LarkEmitter, check_grammar, Renderer, lark_literal, lark_parser, load_template, rule_name,
                               warn_relaxed, _PY_IDENT)
 from .schema_ir import IRBuilder, NeverNode, ObjectNode, Policy, Relaxation
 from .tools import Tool, ToolCall, normalize_tools
@@ -91,13 +92,18 @@ class ToolGrammar:
 
     def parse(self, text: str, *, validate: bool = True) -> list[ToolCall]:
         """Text the grammar accepts -> `ToolCall`s, each checked with jsonschema against its tool (a failing
-        call carries `.error` and is not `.valid`). Text the grammar rejects raises GrammarMismatchError."""
+        call carries `.error` and is not `.valid`). Text the grammar rejects raises GrammarMismatchError.
+
+        This reads the grammar's language: the canonical text the model is held to (integers without a
+        fraction, the declared property order, ...). JSON Schema accepts more (`1.0` is an integer); to judge
+        text that did not come through the grammar by the schema alone, `check(ToolCall(name, arguments))`."""
         import lark
         try:
             tree = lark_parser(self.lark).parse(text)
         except lark.exceptions.LarkError as e:
             first = str(e).strip().splitlines()[0][:200]
-            raise GrammarMismatchError(f"not a valid {self.format} tool call for these tools: {first}") from None
+            raise GrammarMismatchError(f"not a valid {self.format} tool call for these tools in the grammar's "
+                                       f"canonical form (check() judges by the schema alone): {first}") from None
         calls = []
         for sub in tree.iter_subtrees_topdown():
             name = self._call_rules.get(sub.data)
@@ -225,9 +231,13 @@ def compile_tools(tools: Sequence[Any], *, format: str = "mistral", parallel: bo
                 raise ToolSchemaError("the python format needs plain object parameters", tool=tool.name,
                                       path=("parameters",), keyword="type")
             for p in node.props:
-                if not _PY_IDENT.fullmatch(p.key):
-                    raise ToolSchemaError(f"property {p.key!r} is not a Python identifier (python format)",
-                                          tool=tool.name, path=("parameters", "properties", p.key))
+                if not _PY_IDENT.fullmatch(p.key) or keyword.iskeyword(p.key):
+                    # `f(class=1)` is not Python: a keyword cannot be a keyword-argument name.
+                    what = "a Python keyword" if keyword.iskeyword(p.key) else "not a Python identifier"
+                    raise ToolSchemaError(f"property {p.key!r} is {what}, so the python format cannot pass it "
+                                          "as a keyword argument (use the mistral or hermes format)",
+                                          tool=tool.name, path=("parameters", "properties", p.key),
+                                          keyword="properties")
             args = em.rule(f"{hint}_args", em.object_body(node, kwargs=True), name=em.fresh(f"{hint}_args"))
             body = f'{lark_literal(tool.name + "(")} {args} ")"'
         else:
@@ -252,6 +262,7 @@ def compile_tools(tools: Sequence[Any], *, format: str = "mistral", parallel: bo
         raise ToolSchemaError("no tools to call: the tools list is empty", keyword="tools")
     text = em.text(head_full)
     body_text = em.text(head_body)
+    check_grammar(body_text)  # the grammar the matcher runs (the full one only adds the trigger literal)
     if warn:
         warn_relaxed(relaxations, "tools")
     options = dict(format=format, parallel=parallel, tool_choice=tool_choice, whitespace=whitespace,

@@ -130,6 +130,27 @@ def _check_runnable(schema: Any, tool: str | None, path: tuple) -> None:
         _check_runnable(value, tool, path + (key,))
 
 
+# Nesting limit of a schema document, counted in JSON containers (one object property level is two: the
+# property's schema and its "properties" map). The compiler, the renderer and the `jsonschema` check recurse;
+# 64 nested objects compile, parse and validate well inside Python's recursion limit (README, "Guarantees").
+MAX_SCHEMA_DEPTH = 128
+
+
+def _check_depth(schema: Any, tool: str | None, base_path: tuple) -> None:
+    """Iteratively (a deep document must not hit the recursion limit while being measured)."""
+    stack = [(schema, base_path, 1)]
+    while stack:
+        node, path, depth = stack.pop()
+        if depth > MAX_SCHEMA_DEPTH:
+            raise ToolSchemaError(f"the schema nests deeper than {MAX_SCHEMA_DEPTH} JSON levels "
+                                  f"({MAX_SCHEMA_DEPTH // 2} nested objects), which is the supported limit",
+                                  tool=tool, path=path)
+        items = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else ()
+        for key, value in items:
+            if isinstance(value, (dict, list)):
+                stack.append((value, path + (key,), depth + 1))
+
+
 def check_schema(schema: Any, *, tool: str | None = None, base_path: tuple = (), validator=None) -> None:
     """Raise `ToolSchemaError` (tool, JSON path, keyword) unless `schema` is a valid JSON Schema that the
     grammar and the `jsonschema` check can both run. `validator`: the metaschema validator class to use
@@ -137,6 +158,7 @@ def check_schema(schema: Any, *, tool: str | None = None, base_path: tuple = (),
     if not isinstance(schema, (dict, bool)):
         raise ToolSchemaError(f"a JSON Schema must be an object or a boolean, got {type(schema).__name__}",
                               tool=tool, path=base_path)
+    _check_depth(schema, tool, base_path)
     if validator is None:
         cls = jsonschema.validators.validator_for(schema, default=jsonschema.Draft202012Validator)
         validator = _META_VALIDATOR if cls is jsonschema.Draft202012Validator else cls(cls.META_SCHEMA)

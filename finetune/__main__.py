@@ -208,7 +208,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
     from .train import auto_threads
     torch.set_num_threads(auto_threads(args.threads))
-    settings = EvalSettings(eval_file=args.eval, bfcl=tuple(args.bfcl or ()), limit=args.limit,
+    settings = EvalSettings(eval_file=args.eval, bfcl=tuple(args.bfcl or ()), limit=args.limit or None,
                             modes=tuple(args.modes), max_new_tokens=args.max_new_tokens,
                             retention_prompts=args.retention, reuse=not args.no_reuse, dtype=args.dtype,
                             bfcl_data=args.bfcl_data, seed=args.seed, sealtools_unseen=args.sealtools_unseen,
@@ -238,7 +238,8 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--bfcl", nargs="*", choices=BFCL_SETS, default=None, metavar="CATEGORY",
                    help=f"BFCL v3 categories ({', '.join(BFCL_SETS)})")
     p.add_argument("--bfcl-data", metavar="DIR", default=None, help="data folder holding bfcl/ (default: shared)")
-    p.add_argument("--limit", type=int, default=20, help="items per set (held-out turns / BFCL questions)")
+    p.add_argument("--limit", type=int, default=20,
+                   help="items per set (held-out turns / BFCL questions); 0: every item")
     p.add_argument("--out", metavar="DIR", default="runs/eval", help="output folder (default runs/eval)")
     p.add_argument("--baseline", metavar="FILE", help="an earlier results.json to compare against (the 'before')")
     p.add_argument("--modes", nargs="+", choices=MODES, default=list(MODES), help="decoding modes")

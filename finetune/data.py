@@ -510,7 +510,7 @@ def _read_records(path: Path) -> Iterator[tuple[str, dict, Any]]:
     if first == b"[" or (first == b"{" and path.suffix.lower() == ".json"):
         try:
             data = json.loads(path.read_bytes().decode("utf-8-sig"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:
             if first == b"[":
                 raise ValueError(f"{path}: not a valid JSON array ({e}); nothing can be loaded") from None
             data = None  # a .json file holding JSON lines: read it as such below
@@ -535,6 +535,8 @@ def _read_records(path: Path) -> Iterator[tuple[str, dict, Any]]:
                 yield where, {"line": n}, json.loads(text)
             except json.JSONDecodeError as e:
                 yield where, {"line": n}, RecordError("json", f"bad JSON ({e.msg} at column {e.colno})")
+            except RecursionError:
+                yield where, {"line": n}, RecordError("json", "nests deeper than the JSON reader can follow")
 
 
 def _record_format(obj: Any) -> str | None:

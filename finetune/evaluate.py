@@ -247,10 +247,9 @@ def generate_plain(model, tok, messages, tools, max_new_tokens: int) -> tuple[st
     kept, so ``[TOOL_CALLS]`` stays visible to `parse_lenient`) and its token ids."""
     import torch
 
-    from constrained_fc.chat import render_prompt
+    from constrained_fc.chat import encode_prompt
 
-    prompt = render_prompt(tok, messages, tools or None)
-    ids = tok(prompt, return_tensors="pt", add_special_tokens=False).input_ids.to(model.device)
+    ids = torch.tensor([encode_prompt(tok, messages, tools or None)], device=model.device)
     with torch.inference_mode():
         out = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=max_new_tokens,
                              do_sample=False, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
@@ -303,11 +302,11 @@ def answer_nll(model, tok, prompt_messages, answer_ids: list[int]) -> float:
     import torch
     import torch.nn.functional as F
 
-    from constrained_fc.chat import render_prompt
+    from constrained_fc.chat import encode_prompt
 
     if not answer_ids:
         return 0.0
-    prompt_ids = tok(render_prompt(tok, prompt_messages), add_special_tokens=False).input_ids
+    prompt_ids = encode_prompt(tok, prompt_messages)
     ids = torch.tensor([prompt_ids + list(answer_ids)], device=model.device)
     with torch.inference_mode():
         logits = model(input_ids=ids).logits[0, len(prompt_ids) - 1:-1].float()
@@ -447,14 +446,16 @@ def markdown(results: dict) -> str:
                  f"dtype {s['dtype']}, greedy decoding; constrained = `generate(..., tool_choice=\"auto\")`, "
                  "unconstrained = `model.generate` + `parse_lenient`. Scored with `constrained_fc.checker`.")
     reused = [(m["label"], sum(per.get("constrained", {}).get("reused", 0) for per in m["metrics"].values()),
-               sum(per.get("constrained", {}).get("n", 0) for per in m["metrics"].values())) for m in models]
+               sum(per.get("constrained", {}).get("n", 0) for per in m["metrics"].values()))
+              for m in models if not m.get("reference_only")]
     if any(r for _, r, _ in reused):
         lines.append("Constrained replies identical to the unconstrained one because the model never emitted the "
                      "trigger token (reused, not decoded twice): "
                      + ", ".join(f"`{label}` {r}/{n}" for label, r, n in reused) + ".")
     lines.append("")
-    pair = len(models) >= 2
-    before, after = (models[0], models[-1]) if pair else (None, models[0])
+    scored = [m for m in models if not m.get("reference_only")]
+    pair = len(scored) >= 2
+    before, after = (scored[0], scored[-1]) if pair else (None, scored[-1])
     if pair:
         lines.append(f"Before: `{before['label']}` → after: `{after['label']}`")
         lines.append("")
@@ -486,8 +487,11 @@ def markdown(results: dict) -> str:
                   f"{rets[0][1]['n']} MT-Bench first turns (up to {s['retention_tokens']} tokens).", "",
                   "| model | mean NLL of reference answers | exact agreement | shared-prefix agreement |",
                   "|---|---|---|---|"]
+        base_nll = rets[0][1]["reference_nll"]
         for label, r in rets:
-            lines.append(f"| `{label}` | {_fmt(r['reference_nll'], 3)} | {_fmt(r['exact_agreement'])} | "
+            rise = (f" ({100 * (r['reference_nll'] / base_nll - 1):+.1f}%)"
+                    if base_nll and r is not rets[0][1] else "")
+            lines.append(f"| `{label}` | {_fmt(r['reference_nll'], 3)}{rise} | {_fmt(r['exact_agreement'])} | "
                          f"{_fmt(r['prefix_agreement'])} |")
     lines.append("")
     return "\n".join(lines)
@@ -510,8 +514,12 @@ def run(model_specs: list[str], settings: EvalSettings, out: str | Path, labels:
             references = prior["retention"]["references"]
     if references is None and settings.reference_model and settings.retention_prompts:
         ref_model, ref_tok = load_for_eval(settings.reference_model, settings.dtype)
-        references = retention(ref_model, ref_tok, None, retention_prompts(settings),
-                               settings.retention_tokens)["references"]
+        ref_ret = retention(ref_model, ref_tok, None, retention_prompts(settings), settings.retention_tokens)
+        references = ref_ret["references"]
+        # The reference model's own NLL of its answers is the baseline the retention bar's "rise" is taken from.
+        models.append({"label": settings.reference_model, "model": settings.reference_model, "metrics": {},
+                       "retention": {k: v for k, v in ref_ret.items() if k != "references"},
+                       "reference_only": True})
         del ref_model
     labels = list(labels or [])
     all_records = []

@@ -2,13 +2,17 @@
 marked `model`) and a tiny random Llama with the real SmolLM2 tokenizer (`tiny_model`, fast enough for every
 run)."""
 import os
+import sys
 
 import pytest
 from hypothesis import settings
 
-# Property tests draw the same examples on every run, so CI cannot fail on a lucky draw.
+# Property tests draw the same examples on every run, so CI cannot fail on a lucky draw; `--hypothesis-profile
+# long` searches further (500 random examples per test).
 settings.register_profile("repeatable", derandomize=True, deadline=None)
-settings.load_profile("repeatable")
+settings.register_profile("long", max_examples=500, deadline=None)
+if not any(a.startswith("--hypothesis-profile") for a in sys.argv):
+    settings.load_profile("repeatable")
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -40,3 +44,10 @@ def tiny_model():
     model = LlamaForCausalLM(config).eval()
     model.generation_config.pad_token_id = tok.pad_token_id
     return model, tok
+
+
+@pytest.fixture(scope="session")
+def tokenizer():
+    """The SmolLM2 tokenizer with the function-calling tokens (no model weights needed)."""
+    from constrained_fc.model import load_default_tokenizer
+    return load_default_tokenizer()

@@ -282,7 +282,7 @@ def test_scoring_hand_made_records():
                                          "prefix_agreement": 0.75}}]}
     md = markdown(results)
     assert "| held-out split | constrained | 6 (4/2) | 0.50 → 0.67 | 0.00 → 0.50 | – (0 calls) → 0.33 (2/6)" in md
-    assert "| `tuned` | 1.200 | 0.50 | 0.75 |" in md
+    assert "| `tuned` | 1.200 (+20.0%) | 0.50 | 0.75 |" in md  # the rise over the reference model's own NLL
 
 
 def test_evaluate_cli_on_a_tiny_model(tmp_path, tiny_dir):
