@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: setup demo test test-fast bench coverage adapter eval clean
+.PHONY: setup demo test test-fast serve bench coverage adapter eval clean
 
 setup: $(STAMP)
 
@@ -22,6 +22,10 @@ $(STAMP): pyproject.toml
 
 demo: setup
 	$(VENV)/bin/constrained-fc demo
+
+# An OpenAI-compatible server on the shipped model, on 127.0.0.1:8000.
+serve: setup
+	$(VENV)/bin/constrained-fc serve
 
 test: setup
 	$(PY) -m pytest -q

@@ -16,6 +16,9 @@ SECTIONS = [
     ("compile_speed", "Compile time and mask cost", "python benchmarks/compile_speed.py", None),
     ("hallucination", "Hallucinated calls on BFCL", "python benchmarks/hallucination.py", "hallucination.png"),
     ("speed", "Speed against unconstrained generation and peers", "python benchmarks/speed.py", "speed.png"),
+    ("prompt_cache", "Prompt cache", "python benchmarks/speed.py --prompt-cache-only --out results/prompt_cache",
+     None),
+    ("serve", "Server throughput", "python benchmarks/serve.py --limit 12", None),
     ("finetune", "Fine-tuning: before and after", "python -m finetune evaluate ...", "loss.png"),
 ]
 

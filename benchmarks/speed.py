@@ -471,6 +471,55 @@ def plot(path, rows: list[dict], mask_rows: list[dict], categories) -> None:
 
 
 # -- main -------------------------------------------------------------------------------------------------------
+CACHE_COLUMNS = ["scenario", "n", "wall_no_cache_s", "wall_cache_s", "speedup", "reused_share"]
+
+
+def measure_prompt_cache(model, tok, cases, max_new_tokens: int) -> list[dict]:
+    """The prompt cache, with and without, on the same cases in one run (a fresh cache per case):
+    - "same tools, next question": after one call with a case's tools, a second question with the same tools;
+    - "3-step agent": a call, its tool result appended, a second step, another result, a third step.
+    Wall times are medians over the cases; speedup = without / with."""
+    from constrained_fc.decoding import generate
+    from constrained_fc.prompt_cache import PromptCache
+
+    def agent(case, cache) -> float:
+        msgs = list(case.messages)
+        t0 = time.perf_counter()
+        for step in range(3):
+            r = generate(model, tok, msgs, case.functions, tool_choice="required" if step == 0 else "auto",
+                         max_new_tokens=max_new_tokens, prompt_cache=cache)
+            msgs.append(r.to_message())
+            for c in r.tool_calls:
+                msgs.append({"role": "tool", "tool_call_id": c.id, "content": json.dumps({"status": "ok"})})
+            if not r.tool_calls:
+                break
+        return time.perf_counter() - t0
+
+    rows, second, steps = [], {"off": [], "on": [], "reused": []}, {"off": [], "on": []}
+    for case in tqdm(cases, desc="prompt cache"):
+        question = case.messages[-1]["content"]
+        follow = case.messages[:-1] + [{"role": "user", "content": "Also, please: " + question}]
+        cache = PromptCache()
+        generate(model, tok, case.messages, case.functions, max_new_tokens=max_new_tokens, prompt_cache=cache)
+        t0 = time.perf_counter()
+        r = generate(model, tok, follow, case.functions, max_new_tokens=max_new_tokens, prompt_cache=cache)
+        second["on"].append(time.perf_counter() - t0)
+        second["reused"].append(r.stats.prompt_tokens_reused / max(r.stats.prompt_tokens, 1))
+        t0 = time.perf_counter()
+        generate(model, tok, follow, case.functions, max_new_tokens=max_new_tokens, prompt_cache=False)
+        second["off"].append(time.perf_counter() - t0)
+        steps["on"].append(agent(case, PromptCache()))
+        steps["off"].append(agent(case, False))
+    for scenario, d in (("same tools, next question", second), ("3-step agent", steps)):
+        off, on = statistics.median(d["off"]), statistics.median(d["on"])
+        row = {"kind": "prompt_cache", "scenario": scenario, "n": len(d["on"]), "wall_no_cache_s": round(off, 3),
+               "wall_cache_s": round(on, 3), "speedup": round(off / on, 2) if on else None}
+        if d.get("reused"):
+            row["reused_share"] = round(statistics.median(d["reused"]), 3)
+        rows.append(row)
+    return rows
+
+
 def main(argv=None) -> int:
     ap = parser(__doc__.splitlines()[0], "speed")
     ap.set_defaults(limit=DEFAULT_LIMIT)
@@ -482,6 +531,9 @@ def main(argv=None) -> int:
     ap.add_argument("--sizes", type=int, nargs="+", default=[1, 10, 50, 200], help="tool counts for the mask rows")
     ap.add_argument("--mask-steps", type=int, default=1000, help="mask samples per tool list")
     ap.add_argument("--repeat", type=int, default=3, help="compile repeats per tool list")
+    ap.add_argument("--prompt-cache-cases", type=int, default=20,
+                    help="BFCL multiple cases for the prompt-cache rows (0: skip)")
+    ap.add_argument("--prompt-cache-only", action="store_true", help="run only the prompt-cache rows")
     ap.add_argument("--max-minutes", type=float, default=DEFAULT_MAX_MINUTES,
                     help="start no new case after this many minutes (the cases done so far are reported)")
     args = ap.parse_args(argv)
@@ -490,6 +542,16 @@ def main(argv=None) -> int:
     from constrained_fc.data import load_bfcl
     from constrained_fc.model import load_model
     model, tok = load_model(args.model)
+    cache_rows = []
+    if args.prompt_cache_cases:
+        cache_cases = load_bfcl("multiple", data_dir=args.data, limit=args.prompt_cache_cases)
+        cache_rows = measure_prompt_cache(model, tok, cache_cases, args.max_new_tokens)
+    if args.prompt_cache_only:
+        md = "# Prompt cache\n\n" + md_table(cache_rows, CACHE_COLUMNS) + "\n"
+        out = write_results(args.out, cache_rows, md)
+        print(md)
+        print(f"wrote {out}")
+        return 0
     cases = [c for cat in args.categories for c in load_bfcl(cat, data_dir=args.data, limit=args.limit)]
     engines = [e for e in ENGINES if not (args.skip_peers and e in PEERS)]
     if args.engines:
@@ -578,6 +640,9 @@ def main(argv=None) -> int:
     if bench.backend_ms:
         md += ["One-off backend construction (not in setup or wall): " + ", ".join(
             f"{k} {v:.0f} ms" for k, v in bench.backend_ms.items()), ""]
+    if cache_rows:
+        md += ["## Prompt cache (BFCL multiple, the same tools again)", "",
+               md_table(cache_rows, CACHE_COLUMNS), ""]
     md += ["## Mask cost per token", "",
            f"Median single-token decode forward pass: {fwd_ms:.1f} ms." if fwd_ms else "No decode forward timed.",
            f"Target: mask < {MASK_SHARE_TARGET_PCT}% of a forward pass.", "",
@@ -585,7 +650,7 @@ def main(argv=None) -> int:
            f"_Run took {elapsed / 60:.1f} min._"]
     light = [{k: v for k, v in r.items() if k != "decode_forward_ms"} for r in records]
     out = write_results(args.out, rows, "\n".join(md),
-                        extra={"mask": mask_rows, "calls": light,
+                        extra={"mask": mask_rows, "calls": light, "prompt_cache": cache_rows,
                                "settings": {"model": args.model, "limit": args.limit, "categories": args.categories,
                                             "cases_run": done, "cases_planned": len(cases),
                                             "max_new_tokens": args.max_new_tokens, "engines": engines,

@@ -23,6 +23,8 @@ _LAZY = {
     "Result": "decoding",
     "run_agent": "agent",
     "load_model": "model",
+    "export_grammar": "export",
+    "PromptCache": "prompt_cache",
 }
 
 __all__ = ["compile_tools", "compile_schema", "ToolGrammar", "Grammar", "ToolCall", "Tool", "normalize_tools",

@@ -78,6 +78,20 @@ def cmd_grammar(args) -> int:
     from .tool_grammar import compile_tools
     g = compile_tools(_load_tools(args.tools), format=args.format or "mistral", parallel=not args.single,
                       tool_choice=_tool_choice(args.tool_choice), whitespace=args.whitespace, strict=args.strict)
+    if args.engine:
+        from .export import dumps, export_grammar
+        if args.tokenizer:
+            from transformers import AutoTokenizer
+            from .chat import add_function_calling_tokens
+            if not Path(args.tokenizer).is_dir():
+                raise CLIError(f"tokenizer directory not found: {args.tokenizer}")
+            tok = AutoTokenizer.from_pretrained(args.tokenizer)
+            add_function_calling_tokens(tok)
+        else:
+            from .model import load_default_tokenizer
+            tok = load_default_tokenizer()
+        print(dumps(export_grammar(g, args.engine, tok)))
+        return 0
     sys.stdout.write(g.lark)
     return 0
 
@@ -244,6 +258,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--single", action="store_true", help="exactly one call (no parallel calls)")
     p.add_argument("--whitespace", choices=["canonical", "flexible"], default="canonical")
     p.add_argument("--strict", action="store_true", help="error on keywords the grammar cannot express")
+    p.add_argument("--engine", choices=["vllm", "sglang", "llama.cpp"], default=None,
+                   help="print the request fragment that engine takes (JSON) instead of the Lark text")
+    p.add_argument("--tokenizer", default=None, metavar="DIR",
+                   help="with --engine: the served model's tokenizer, for the trigger's token id "
+                        "(default: the embedded SmolLM2 tokenizer)")
     p.set_defaults(func=cmd_grammar)
     p = sub.add_parser("chat", help="interactive loop; with --functions, calls are executed")
     common(p)

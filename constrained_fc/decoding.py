@@ -26,11 +26,12 @@ class Stats:
     prompt_tokens: int = 0
     tokens_generated: int = 0  # every new token, sampled or forced
     tokens_forced: int = 0  # tokens the grammar forced (no sampling needed)
-    forward_passes: int = 0  # prompt pass included
+    forward_passes: int = 0  # prompt passes included (one per prefill segment, see prefill_segments)
     prompt_ms: float = 0.0
     decode_ms: float = 0.0
     mask_us_per_token: float = 0.0
     duplicates_dropped: int = 0
+    prompt_tokens_reused: int = 0  # leading prompt tokens whose KV came from the prompt cache (not prefilled)
 
     @property
     def forced_share(self) -> float:
@@ -67,6 +68,35 @@ class Result:
                 "tool_calls": [{"id": c.id, "name": c.name, "arguments": c.arguments, "error": c.error}
                                for c in self.tool_calls],
                 "stats": dict(asdict(self.stats), forced_share=self.stats.forced_share)}
+
+
+def prefill_segments(tokenizer, ids: list[int]) -> list[int]:
+    """Where the prompt's prefill is cut (positions > 0, ascending): before each assistant / tool turn's
+    `<|im_start|>` and right after `[/AVAILABLE_TOOLS]`, the points later prompts of the same conversation or
+    tools share. Decided by the ids up to each point only, so two prompts with a common prefix cut it alike."""
+    from .chat import END_AVAILABLE_TOOLS
+    start = tokenizer.convert_tokens_to_ids("<|im_start|>")
+    end_tools = tokenizer.convert_tokens_to_ids(END_AVAILABLE_TOOLS)
+    unk = tokenizer.unk_token_id
+    turn_ids = {i for w in ("assistant", "tool") for i in tokenizer.encode(w, add_special_tokens=False)[:1]}
+    cuts = []
+    for i, t in enumerate(ids):
+        if t == start and start != unk and i > 0 and i + 1 < len(ids) and ids[i + 1] in turn_ids:
+            cuts.append(i)
+        elif t == end_tools and end_tools != unk and i + 1 < len(ids):
+            cuts.append(i + 1)
+    return sorted(set(cuts))
+
+
+def _resolve_prompt_cache(value):
+    from .prompt_cache import SHARED, PromptCache
+    if value is True:
+        return SHARED
+    if value is False or value is None:
+        return None
+    if isinstance(value, PromptCache):
+        return value
+    raise ConstrainedFCError(f"prompt_cache must be True, False or a PromptCache, got {value!r}")
 
 
 def context_length(model) -> int | None:
@@ -107,7 +137,7 @@ def generate(model, tokenizer, messages, tools, *, tool_choice: Any = "auto", fo
              max_calls: int | None = DEFAULT_MAX_CALLS,
              max_string_length: int | None = DEFAULT_MAX_STRING_LENGTH,
              max_array_items: int | None = DEFAULT_MAX_ARRAY_ITEMS, whitespace: str = "canonical",
-             seed: int | None = None, response_format: dict | None = None):
+             seed: int | None = None, response_format: dict | None = None, prompt_cache: Any = True):
     """Generate one assistant turn. Returns a `Result`; with stream=True, an iterator of OpenAI-style deltas
     (`{"content": ...}`, `{"tool_calls": [{"index", "id", "function": {"name" | "arguments"}}]}`) ending with
     `{"finish_reason": ..., "result": Result}` (plus `"withdrawn_tool_calls": [index, ...]` when the token
@@ -117,6 +147,10 @@ def generate(model, tokenizer, messages, tools, *, tool_choice: Any = "auto", fo
     each. Both produce the same tokens. max_calls bounds calls per turn (default 8); max_string_length bounds
     strings whose schema has no maxLength (default 128 characters) and max_array_items arrays with no maxItems
     (default 16), so a run-on string or list cannot eat the budget.
+
+    prompt_cache: True (the process-wide `prompt_cache.SHARED`), False, or a `PromptCache`: the KV of the longest
+    prefix of this prompt already run through this model is reused, so only the rest is prefilled (a second
+    question with the same tools, an agent's next step); `stats.prompt_tokens_reused` says how many.
 
     response_format (OpenAI's shape): `{"type": "json_object"}` or `{"type": "json_schema", "json_schema":
     {"schema": {...}}}` holds the whole reply to JSON (of that schema, compiled with `compile_schema`) from the
@@ -138,7 +172,7 @@ def generate(model, tokenizer, messages, tools, *, tool_choice: Any = "auto", fo
                    fast_forward=fast_forward, max_new_tokens=max_new_tokens, do_sample=do_sample,
                    temperature=temperature, top_p=top_p, parallel=parallel, max_calls=max_calls,
                    max_string_length=max_string_length, max_array_items=max_array_items, whitespace=whitespace,
-                   seed=seed, stream=stream)
+                   seed=seed, stream=stream, prompt_cache=prompt_cache)
     if stream:
         return run.events()
     for _ in run.events():
@@ -149,7 +183,7 @@ def generate(model, tokenizer, messages, tools, *, tool_choice: Any = "auto", fo
 class _Decoder:
     def __init__(self, model, tokenizer, messages, tools, *, tool_choice, format, fast_forward, max_new_tokens,
                  do_sample, temperature, top_p, parallel, max_calls, max_string_length, max_array_items, whitespace, seed,
-                 stream):
+                 stream, prompt_cache=True):
         from .chat import encode_prompt
         self.model, self.tok = model, tokenizer
         self.plan = CallPlan(tokenizer, tools, tool_choice=tool_choice, format=format, parallel=parallel,
@@ -169,6 +203,7 @@ class _Decoder:
         self.sampling = (do_sample, temperature, top_p)
         self.gen = torch.Generator().manual_seed(seed) if seed is not None else None
         self.stream = stream
+        self.prompt_cache = _resolve_prompt_cache(prompt_cache)
         self.result: Result | None = None
 
     # ----------------------------------------------------------------------------------------------------------
@@ -183,10 +218,21 @@ class _Decoder:
         self.stats = Stats()
         prompt_ids = self.prompt_ids
         self.stats.prompt_tokens = len(prompt_ids)
-        self.cache = DynamicCache()
+        # The prompt is always prefilled segment by segment (segments end where the chat structure does), with
+        # or without the cache, so a reused segment holds exactly the KV a fresh prefill computes: greedy
+        # output does not depend on what the cache held.
+        bounds = prefill_segments(tok, prompt_ids)
+        reused, cache = (self.prompt_cache.lookup(self.model, tok, prompt_ids, bounds)
+                         if self.prompt_cache is not None else (0, None))
+        self.cache = cache if cache is not None else DynamicCache()
+        self.stats.prompt_tokens_reused = reused
         t0 = time.perf_counter()
         with torch.inference_mode():
-            logits = self._forward(prompt_ids)
+            cuts = [b for b in bounds if b > reused] + [len(prompt_ids)]
+            start = reused
+            for end in cuts:
+                logits = self._forward(prompt_ids[start:end])
+                start = end
         self.stats.prompt_ms = 1e3 * (time.perf_counter() - t0)
         t1 = time.perf_counter()
         self.text_ids: list[int] = []
@@ -269,6 +315,10 @@ class _Decoder:
                     break
                 yield from self._call_deltas(final=False)
         self.stats.decode_ms = 1e3 * (time.perf_counter() - t1)
+        if self.prompt_cache is not None:
+            # Only the prompt's KV is kept: generated tokens were fed in other shapes than a prefill of the
+            # same text would use, so reusing them would change later outputs by rounding.
+            self.prompt_cache.store(self.model, tok, prompt_ids, self.cache)  # this decoder is done with it
         self.stats.tokens_generated = len(generated)
         self.stats.tokens_forced = sum(self.forced_flags[:len(generated)])
         if self.matcher is not None:

@@ -142,8 +142,9 @@ _END = object()
 class Worker:
     """One thread that runs the model, fed by a bounded queue of jobs."""
 
-    def __init__(self, model, tokenizer, max_queue: int = DEFAULT_MAX_QUEUE):
+    def __init__(self, model, tokenizer, max_queue: int = DEFAULT_MAX_QUEUE, prompt_cache: Any = True):
         self.model, self.tokenizer = model, tokenizer
+        self.prompt_cache = prompt_cache  # shared by every request: the same tools or conversation skip prefill
         self.jobs: queue.Queue = queue.Queue(maxsize=max_queue)
         self.served = 0
         self.cancelled = 0
@@ -172,7 +173,8 @@ class Worker:
                 events = generate(self.model, self.tokenizer, r.messages, r.tools,
                                   tool_choice=r.tool_choice if r.tool_choice is not None else "auto",
                                   parallel=r.parallel, max_new_tokens=r.max_tokens,
-                                  response_format=r.response_format, stream=True, **r.sampling)
+                                  response_format=r.response_format, stream=True,
+                                  prompt_cache=self.prompt_cache, **r.sampling)
                 for event in events:
                     if job.cancelled.is_set():
                         events.close()  # stops decoding between two tokens
@@ -246,7 +248,8 @@ def _calls_json(result) -> tuple[list[dict], list[dict]]:
 
 def _extension(result, invalid: list[dict], withdrawn: list[int] | None = None) -> dict:
     s = result.stats
-    ext = {"tokens_forced": s.tokens_forced, "forward_passes": s.forward_passes, "prefix_tokens_reused": 0,
+    ext = {"tokens_forced": s.tokens_forced, "forward_passes": s.forward_passes,
+           "prefix_tokens_reused": s.prompt_tokens_reused,
            "prompt_ms": round(s.prompt_ms, 2), "decode_ms": round(s.decode_ms, 2),
            "mask_us_per_token": round(s.mask_us_per_token, 2), "invalid_tool_calls": invalid}
     if result.error:
@@ -271,10 +274,12 @@ def _finish_reason(result, valid_calls: list, stopped: bool) -> str:
 
 
 # ----------------------------------------------------------------------------------------------- app
-def create_app(model, tokenizer, *, model_id: str = "constrained-fc", max_queue: int = DEFAULT_MAX_QUEUE):
-    """The FastAPI app serving `model`. Runs with any ASGI server; `serve()` uses uvicorn."""
+def create_app(model, tokenizer, *, model_id: str = "constrained-fc", max_queue: int = DEFAULT_MAX_QUEUE,
+               prompt_cache: Any = True):
+    """The FastAPI app serving `model`. Runs with any ASGI server; `serve()` uses uvicorn. `prompt_cache`:
+    True (the process-wide cache), False, or a `PromptCache`."""
     app = FastAPI(title="constrained_fc", version="0.1.0")
-    worker = Worker(model, tokenizer, max_queue=max_queue)
+    worker = Worker(model, tokenizer, max_queue=max_queue, prompt_cache=prompt_cache)
     app.state.worker = worker
     created = int(time.time())
 
