@@ -50,15 +50,19 @@ class Scripted(torch.nn.Module):
         self.vocab = [tokenizer.decode([i]) for i in range(vocab_size)]
         self.ids: list[int] = []
         self.prompt_len = None
+        # The prompt is prefilled in segments (decoding.prefill_segments); it ends with the generation prompt.
+        self.gen_prompt = tokenizer.encode("<|im_start|>assistant\n", add_special_tokens=False)
 
     @property
     def device(self):
         return torch.device("cpu")
 
     def forward(self, input_ids, **kw):
-        if self.prompt_len is None:
-            self.prompt_len = input_ids.shape[1]
         self.ids += input_ids[0].tolist()
+        if self.prompt_len is None:
+            if self.ids[-len(self.gen_prompt):] != self.gen_prompt:
+                return types.SimpleNamespace(logits=torch.zeros(1, input_ids.shape[1], len(self.vocab)))
+            self.prompt_len = len(self.ids)
         done = self.tok.decode(self.ids[self.prompt_len:], skip_special_tokens=False)
         rest = self.script[len(done):] if self.script.startswith(done) else ""
         scores = torch.full((len(self.vocab),), -10.0)
