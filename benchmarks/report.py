@@ -19,6 +19,8 @@ SECTIONS = [
     ("prompt_cache", "Prompt cache", "python benchmarks/speed.py --prompt-cache-only --out results/prompt_cache",
      None),
     ("serve", "Server throughput", "python benchmarks/serve.py --limit 12", None),
+    ("serve_soak", "Server memory soak", "python benchmarks/serve.py --soak-only --soak 200 --limit 12 --out results/serve_soak",
+     None),
     ("finetune", "Fine-tuning: before and after", "python -m finetune evaluate ...", "loss.png"),
 ]
 

@@ -48,9 +48,23 @@ def _start(app):
     return server, f"http://127.0.0.1:{port}/v1"
 
 
-def _request(url: str, case, max_tokens: int) -> tuple[float, bool]:
+_CLIENTS = threading.local()
+
+
+def _client(url: str):
+    """One openai client per thread and server, reused like an application would (a new client per request
+    would also grow this process's memory, which the soak measures)."""
     import openai
-    client = openai.OpenAI(base_url=url, api_key="unused", max_retries=0, timeout=600)
+    cache = getattr(_CLIENTS, "by_url", None)
+    if cache is None:
+        cache = _CLIENTS.by_url = {}
+    if url not in cache:
+        cache[url] = openai.OpenAI(base_url=url, api_key="unused", max_retries=0, timeout=600)
+    return cache[url]
+
+
+def _request(url: str, case, max_tokens: int) -> tuple[float, bool]:
+    client = _client(url)
     messages, functions = case
     t0 = time.perf_counter()
     r = client.chat.completions.create(model="constrained-fc", messages=messages,
@@ -77,6 +91,7 @@ def main(argv=None) -> int:
     ap.add_argument("--clients", type=int, nargs="+", default=[1, 4, 16])
     ap.add_argument("--soak", type=int, default=200, help="requests of the memory soak (0: skip)")
     ap.add_argument("--max-tokens", type=int, default=64)
+    ap.add_argument("--soak-only", action="store_true", help="only the soak (prompt cache on)")
     args = ap.parse_args(argv)
     from constrained_fc.data import load_bfcl
     from constrained_fc.model import load_model
@@ -94,11 +109,11 @@ def main(argv=None) -> int:
                 shared_tools.append(f)
     same = [(c.messages, shared_tools) for c in multiple]
     rows, soak = [], None
-    for cache in (False, True):
+    for cache in ((True,) if args.soak_only else (False, True)):
         server, url = _start(create_app(model, tok, max_queue=256, prompt_cache=cache))
         _request(url, distinct[0], args.max_tokens)  # warm-up: grammar caches, first-call allocations
         for workload, cases in (("distinct tools", distinct), ("same tools", same)):
-            for clients in args.clients:
+            for clients in ([] if args.soak_only else args.clients):
                 rows.append({"workload": workload, "prompt_cache": cache,
                              **run_level(url, cases, clients, args.max_tokens)})
         if cache and args.soak:
@@ -114,9 +129,10 @@ def main(argv=None) -> int:
         server.should_exit = True
         time.sleep(0.5)
     md = [f"# Server throughput ({model_label(args.model)}, {n} requests per level, max_tokens {args.max_tokens}, "
-          "one worker thread)", "",
-          md_table(rows, ["workload", "prompt_cache", "clients", "requests", "requests_per_s", "p50_s", "p95_s",
-                          "with_calls"])]
+          "one worker thread)", ""]
+    if rows:
+        md.append(md_table(rows, ["workload", "prompt_cache", "clients", "requests", "requests_per_s", "p50_s",
+                                  "p95_s", "with_calls"]))
     if soak:
         md += ["", f"Soak (prompt cache on): {soak['requests']} requests at 4 clients, {soak['requests_per_s']} "
                    "requests/s; resident memory (MB) before and after each quarter: "
