@@ -109,6 +109,17 @@ def context_length(model) -> int | None:
     return None
 
 
+def fit_to_context(model, prompt_ids: list[int], max_new_tokens: int) -> int:
+    """Context policy (README, "Guarantees"): a prompt that does not fit is an error before any work; a reply
+    is cut where the context ends (finish_reason "length"), never run past it. Returns the token budget."""
+    context = context_length(model)
+    if context is None:
+        return max_new_tokens
+    if len(prompt_ids) >= context:
+        raise ContextLengthError(len(prompt_ids), context)
+    return min(max_new_tokens, context - len(prompt_ids))
+
+
 def _sample(logits: torch.Tensor, do_sample: bool, temperature: float, top_p: float, gen) -> int:
     if not do_sample or temperature <= 0:
         return int(torch.argmax(logits))
@@ -192,14 +203,7 @@ class _Decoder:
         tools_for_prompt = [t.to_openai() for t in self.plan.grammar.tools] if self.plan.grammar else tools
         self.prompt_ids = encode_prompt(tokenizer, messages, tools_for_prompt or None)
         self.fast_forward = fast_forward
-        # Context policy (README, "Guarantees"): a prompt that does not fit is an error before any work; a
-        # reply is cut where the context ends (finish_reason "length"), never run past it.
-        context = context_length(model)
-        if context is not None:
-            if len(self.prompt_ids) >= context:
-                raise ContextLengthError(len(self.prompt_ids), context)
-            max_new_tokens = min(max_new_tokens, context - len(self.prompt_ids))
-        self.max_new_tokens = max_new_tokens
+        self.max_new_tokens = fit_to_context(model, self.prompt_ids, max_new_tokens)
         self.sampling = (do_sample, temperature, top_p)
         self.gen = torch.Generator().manual_seed(seed) if seed is not None else None
         self.stream = stream
@@ -465,12 +469,7 @@ class _JSONDecoder:
         self.grammar = compile_schema(schema, warn=False)
         self.schema = schema
         self.prompt_ids = encode_prompt(tokenizer, messages, None)
-        context = context_length(model)
-        if context is not None:
-            if len(self.prompt_ids) >= context:
-                raise ContextLengthError(len(self.prompt_ids), context)
-            max_new_tokens = min(max_new_tokens, context - len(self.prompt_ids))
-        self.max_new_tokens = max_new_tokens
+        self.max_new_tokens = fit_to_context(model, self.prompt_ids, max_new_tokens)
         self.sampling = sampling
         self.gen = torch.Generator().manual_seed(seed) if seed is not None else None
         self.stream = stream
