@@ -25,6 +25,7 @@ _LAZY = {
     "load_model": "model",
     "export_grammar": "export",
     "PromptCache": "prompt_cache",
+    "ToolIndex": "retrieval",
 }
 
 __all__ = ["compile_tools", "compile_schema", "ToolGrammar", "Grammar", "ToolCall", "Tool", "normalize_tools",

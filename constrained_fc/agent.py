@@ -12,6 +12,7 @@ from typing import Any, Callable, Mapping
 
 from .decoding import Result, generate
 from .errors import ConstrainedFCError
+from .retrieval import ToolIndex, index_for
 from .tools import ToolCall, normalize_tools
 
 
@@ -136,7 +137,9 @@ def run_agent(model, tokenizer, messages, tools, functions, *, max_steps: int = 
     """`functions`: a dict name -> callable, a list of callables (matched by `__name__`) or a module.
     `tool_choice` applies to the first step; later steps use "auto" so the model can answer in text.
     Calls of one step (parallel calls) run in order; results feed the next step (nested calls). Each call
-    gets `tool_timeout` seconds (None: no limit) and its result is cut to `max_result_chars` characters."""
+    gets `tool_timeout` seconds (None: no limit) and its result is cut to `max_result_chars` characters.
+    With `retrieve=k` (passed on to `generate`), `tools` is a library: each step offers the k tools that best
+    match the user's request plus those already called."""
     if tool_timeout is not None and (isinstance(tool_timeout, bool) or not isinstance(tool_timeout, (int, float))
                                      or not tool_timeout > 0):
         raise ConstrainedFCError(f"tool_timeout must be a positive number of seconds or None, got {tool_timeout!r}")
@@ -144,7 +147,9 @@ def run_agent(model, tokenizer, messages, tools, functions, *, max_steps: int = 
                                          or max_result_chars < 1):
         raise ConstrainedFCError(f"max_result_chars must be a positive integer or None, got {max_result_chars!r}")
     table = _function_table(functions)
-    names = [t.name for t in normalize_tools(tools)]
+    if generate_kwargs.get("retrieve") is not None:
+        tools = index_for(tools)  # built (or found) once, not re-hashed at every step
+    names = [t.name for t in (tools.tools if isinstance(tools, ToolIndex) else normalize_tools(tools))]
     missing = [n for n in names if n not in table]
     if missing:
         raise ConstrainedFCError(f"no Python function given for tool(s) {missing}")

@@ -71,7 +71,18 @@ def _load_model(path: str | None):
 
 
 def _generate_kwargs(args) -> dict:
-    return dict(format=args.format, max_new_tokens=args.max_new_tokens, fast_forward=not args.no_fast_forward)
+    return dict(format=args.format, max_new_tokens=args.max_new_tokens, fast_forward=not args.no_fast_forward,
+                retrieve=args.retrieve)
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
+    return value
 
 
 def cmd_grammar(args) -> int:
@@ -241,6 +252,9 @@ def build_parser() -> argparse.ArgumentParser:
                                 "directory (default: the shipped fine-tune)")
             p.add_argument("--max-new-tokens", type=int, default=128)
             p.add_argument("--no-fast-forward", action="store_true")
+            p.add_argument("--retrieve", type=_positive, default=None, metavar="K",
+                           help="a large tools file: offer each turn only the K tools that best match the "
+                                "request (hybrid dense + BM25 retrieval)")
 
     p = sub.add_parser("demo", help="unconstrained vs constrained answer on the embedded model")
     common(p)
@@ -275,6 +289,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine)")
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--max-queue", type=int, default=64, help="requests that may wait; beyond it, 429")
+    p.add_argument("--retrieve", type=_positive, default=None, metavar="K",
+                   help="offer each request only the K of its tools that best match it (a request's "
+                        "\"retrieve\" field overrides this)")
     p.set_defaults(func=cmd_serve)
     return ap
 
@@ -288,7 +305,7 @@ def cmd_serve(args) -> int:
         raise CLIError(f"--port must be in 1..65535, got {args.port}")
     if args.max_queue < 1:
         raise CLIError(f"--max-queue must be at least 1, got {args.max_queue}")
-    serve(args.model, host=args.host, port=args.port, max_queue=args.max_queue)
+    serve(args.model, host=args.host, port=args.port, max_queue=args.max_queue, retrieve=args.retrieve)
     return 0
 
 

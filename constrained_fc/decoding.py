@@ -18,7 +18,8 @@ from .errors import ConstrainedFCError, ContextLengthError
 from .logits_processor import DEFAULT_MAX_ARRAY_ITEMS, DEFAULT_MAX_CALLS, DEFAULT_MAX_STRING_LENGTH, CallPlan
 from .matcher import allocate_bitmask, apply_bitmask
 from .reply import parse_body
-from .tools import ToolCall
+from .retrieval import ToolIndex, select_tools
+from .tools import Tool, ToolCall, normalize_tool
 
 
 @dataclass
@@ -49,6 +50,7 @@ class Result:
     token_ids: list = field(default_factory=list, repr=False)  # every generated token, trigger included
     forced: list = field(default_factory=list, repr=False)  # parallel to token_ids: forced by the grammar?
     incomplete_call: bool = False  # the token limit cut a call list before it closed; its calls are dropped
+    retrieved_tools: list | None = None  # with retrieve=k: the names of the tools this turn was offered
 
     @property
     def valid_calls(self) -> list[ToolCall]:
@@ -66,7 +68,7 @@ class Result:
     def to_dict(self) -> dict:
         return {"content": self.content, "finish_reason": self.finish_reason, "text": self.text,
                 "tool_calls": [{"id": c.id, "name": c.name, "arguments": c.arguments, "error": c.error}
-                               for c in self.tool_calls],
+                               for c in self.tool_calls], "retrieved_tools": self.retrieved_tools,
                 "stats": dict(asdict(self.stats), forced_share=self.stats.forced_share)}
 
 
@@ -148,7 +150,8 @@ def generate(model, tokenizer, messages, tools, *, tool_choice: Any = "auto", fo
              max_calls: int | None = DEFAULT_MAX_CALLS,
              max_string_length: int | None = DEFAULT_MAX_STRING_LENGTH,
              max_array_items: int | None = DEFAULT_MAX_ARRAY_ITEMS, whitespace: str = "canonical",
-             seed: int | None = None, response_format: dict | None = None, prompt_cache: Any = True):
+             seed: int | None = None, response_format: dict | None = None, prompt_cache: Any = True,
+             retrieve: int | None = None):
     """Generate one assistant turn. Returns a `Result`; with stream=True, an iterator of OpenAI-style deltas
     (`{"content": ...}`, `{"tool_calls": [{"index", "id", "function": {"name" | "arguments"}}]}`) ending with
     `{"finish_reason": ..., "result": Result}` (plus `"withdrawn_tool_calls": [index, ...]` when the token
@@ -165,8 +168,16 @@ def generate(model, tokenizer, messages, tools, *, tool_choice: Any = "auto", fo
 
     response_format (OpenAI's shape): `{"type": "json_object"}` or `{"type": "json_schema", "json_schema":
     {"schema": {...}}}` holds the whole reply to JSON (of that schema, compiled with `compile_schema`) from the
-    first token; the reply's `content` is the JSON text. It cannot be combined with tools yet."""
+    first token; the reply's `content` is the JSON text. It cannot be combined with tools yet.
+
+    retrieve=k: `tools` is a library (a list of any size, or a `retrieval.ToolIndex`); only the k tools that
+    best match the last user message, plus the tools the conversation already called and the one tool_choice
+    names, go into the prompt and the grammar (`result.retrieved_tools` lists them). See `retrieval`."""
     _check_generation_args(max_new_tokens, do_sample, temperature, top_p)
+    retrieved = None
+    if retrieve is not None or isinstance(tools, ToolIndex):
+        tools = select_tools(tools, messages, retrieve, tool_choice=tool_choice)
+        retrieved = [t.name if isinstance(t, Tool) else normalize_tool(t, i).name for i, t in enumerate(tools)]
     schema = response_schema(response_format)
     if schema is not None:
         if tools and tool_choice != "none":
@@ -184,6 +195,7 @@ def generate(model, tokenizer, messages, tools, *, tool_choice: Any = "auto", fo
                    temperature=temperature, top_p=top_p, parallel=parallel, max_calls=max_calls,
                    max_string_length=max_string_length, max_array_items=max_array_items, whitespace=whitespace,
                    seed=seed, stream=stream, prompt_cache=prompt_cache)
+    run.retrieved = retrieved
     if stream:
         return run.events()
     for _ in run.events():
@@ -209,6 +221,7 @@ class _Decoder:
         self.stream = stream
         self.prompt_cache = _resolve_prompt_cache(prompt_cache)
         self.result: Result | None = None
+        self.retrieved: list[str] | None = None  # set by generate when retrieve=k chose the tools
 
     # ----------------------------------------------------------------------------------------------------------
     def _forward(self, ids: list[int]) -> torch.Tensor:
@@ -329,6 +342,7 @@ class _Decoder:
             self.stats.mask_us_per_token = self.matcher.mask_us_per_token
         self.result = self._finish(generated, finish)
         self.result.token_ids, self.result.forced = list(generated), list(self.forced_flags[:len(generated)])
+        self.result.retrieved_tools = self.retrieved
         yield from self._text_deltas()
         yield from self._call_deltas(final=True)
         final = {"finish_reason": self.result.finish_reason, "result": self.result}

@@ -51,7 +51,8 @@ class RequestError(Exception):
 # ----------------------------------------------------------------------------------------------- requests
 _TYPES = {"messages": list, "tools": list, "functions": list, "parallel_tool_calls": bool, "stream": bool,
           "max_tokens": int, "max_completion_tokens": int, "temperature": (int, float), "top_p": (int, float),
-          "seed": int, "n": int, "stream_options": dict, "response_format": dict, "model": str}
+          "seed": int, "n": int, "stream_options": dict, "response_format": dict, "model": str,
+          "retrieve": int}
 
 
 @dataclass
@@ -68,6 +69,7 @@ class Request:
     stream: bool
     include_usage: bool
     model: str | None
+    retrieve: int | None = None  # extension (openai client: extra_body={"retrieve": k}): top-k tool retrieval
 
 
 def _name(v) -> str:
@@ -121,10 +123,14 @@ def parse_request(body: Any) -> Request:
     if not isinstance(stop, list) or not all(isinstance(s, str) and s for s in stop) or len(stop) > 4:
         raise RequestError("'stop' must be a string or a list of up to 4 non-empty strings", param="stop")
     options = body.get("stream_options") or {}
+    retrieve = body.get("retrieve")
+    if retrieve is not None and retrieve < 1:
+        raise RequestError("'retrieve' must be a positive number of tools", param="retrieve")
     return Request(messages=body["messages"], tools=tools, tool_choice=tool_choice,
                    parallel=body.get("parallel_tool_calls", True), max_tokens=max_tokens, sampling=sampling,
                    stop=stop, response_format=body.get("response_format"), stream=bool(body.get("stream")),
-                   include_usage=bool(options.get("include_usage")), model=body.get("model"))
+                   include_usage=bool(options.get("include_usage")), model=body.get("model"),
+                   retrieve=retrieve)
 
 
 # ----------------------------------------------------------------------------------------------- worker
@@ -142,8 +148,10 @@ _END = object()
 class Worker:
     """One thread that runs the model, fed by a bounded queue of jobs."""
 
-    def __init__(self, model, tokenizer, max_queue: int = DEFAULT_MAX_QUEUE, prompt_cache: Any = True):
+    def __init__(self, model, tokenizer, max_queue: int = DEFAULT_MAX_QUEUE, prompt_cache: Any = True,
+                 retrieve: int | None = None):
         self.model, self.tokenizer = model, tokenizer
+        self.retrieve = retrieve  # the default top-k tool retrieval; a request's "retrieve" overrides it
         self.prompt_cache = prompt_cache  # shared by every request: the same tools or conversation skip prefill
         self.jobs: queue.Queue = queue.Queue(maxsize=max_queue)
         self.served = 0
@@ -174,7 +182,8 @@ class Worker:
                                   tool_choice=r.tool_choice if r.tool_choice is not None else "auto",
                                   parallel=r.parallel, max_new_tokens=r.max_tokens,
                                   response_format=r.response_format, stream=True,
-                                  prompt_cache=self.prompt_cache, **r.sampling)
+                                  prompt_cache=self.prompt_cache,
+                                  retrieve=r.retrieve if r.retrieve is not None else self.retrieve, **r.sampling)
                 for event in events:
                     if job.cancelled.is_set():
                         events.close()  # stops decoding between two tokens
@@ -256,6 +265,8 @@ def _extension(result, invalid: list[dict], withdrawn: list[int] | None = None) 
         ext["error"] = result.error
     if withdrawn:
         ext["withdrawn_tool_calls"] = withdrawn
+    if result.retrieved_tools is not None:
+        ext["retrieved_tools"] = result.retrieved_tools
     return ext
 
 
@@ -275,11 +286,12 @@ def _finish_reason(result, valid_calls: list, stopped: bool) -> str:
 
 # ----------------------------------------------------------------------------------------------- app
 def create_app(model, tokenizer, *, model_id: str = "constrained-fc", max_queue: int = DEFAULT_MAX_QUEUE,
-               prompt_cache: Any = True):
+               prompt_cache: Any = True, retrieve: int | None = None):
     """The FastAPI app serving `model`. Runs with any ASGI server; `serve()` uses uvicorn. `prompt_cache`:
-    True (the process-wide cache), False, or a `PromptCache`."""
+    True (the process-wide cache), False, or a `PromptCache`. `retrieve`: offer each request only the top-k
+    of its tools (see `retrieval`); a request's own `retrieve` field overrides it."""
     app = FastAPI(title="constrained_fc", version="0.1.0")
-    worker = Worker(model, tokenizer, max_queue=max_queue, prompt_cache=prompt_cache)
+    worker = Worker(model, tokenizer, max_queue=max_queue, prompt_cache=prompt_cache, retrieve=retrieve)
     app.state.worker = worker
     created = int(time.time())
 
@@ -409,11 +421,11 @@ def create_app(model, tokenizer, *, model_id: str = "constrained-fc", max_queue:
 
 
 def serve(model_spec: str | None = None, *, host: str = "127.0.0.1", port: int = 8000,
-          max_queue: int = DEFAULT_MAX_QUEUE) -> None:
+          max_queue: int = DEFAULT_MAX_QUEUE, retrieve: int | None = None) -> None:
     """Load the model (the shipped fine-tune by default) and serve it until interrupted."""
     import uvicorn
 
     from .model import load_model
     model, tokenizer = load_model(model_spec)
-    app = create_app(model, tokenizer, max_queue=max_queue)
+    app = create_app(model, tokenizer, max_queue=max_queue, retrieve=retrieve)
     uvicorn.run(app, host=host, port=port, log_level="info")

@@ -152,6 +152,8 @@ def test_response_format_json_schema(client):
      None),
     ({"messages": [{"role": "bot", "content": "x"}]}, "messages"),
     ({"messages": [{"role": "user", "content": "word " * 9000}]}, "messages"),
+    ({"messages": ASK, "tools": [WEATHER], "retrieve": 0}, "retrieve"),
+    ({"messages": ASK, "tools": [WEATHER], "retrieve": "two"}, "retrieve"),
 ])
 def test_bad_requests_get_openai_errors(server, body, param):
     for stream in (False, True):
@@ -289,3 +291,15 @@ def test_disconnect_mid_stream_frees_the_worker(server):
             break
         time.sleep(0.1)
     assert app.state.worker.cancelled > before
+
+
+def test_retrieve_offers_only_the_best_tools(client):
+    noise = [{"type": "function", "function": {"name": f"noise_{i}", "description": f"Unrelated utility {i}",
+                                               "parameters": {"type": "object", "properties": {}}}}
+             for i in range(30)]
+    r = client.chat.completions.create(model="x", messages=ASK, tools=noise + [WEATHER, TIME],
+                                       extra_body={"retrieve": 2})
+    ext = r.model_extra["constrained_fc"]
+    assert len(ext["retrieved_tools"]) == 2 and "get_weather" in ext["retrieved_tools"]
+    assert r.choices[0].message.tool_calls[0].function.name == "get_weather"
+    assert r.usage.prompt_tokens < 400  # two tools in the prompt, not 32

@@ -1,0 +1,238 @@
+"""Hundreds of tools: retrieval recall and end-to-end BFCL accuracy with retrieval against the oracle.
+
+The library is every distinct function of BFCL `simple`, `multiple`, `parallel` and `parallel_multiple`
+(de-duplicated by name and schema). Names must be unique in one request, so a question sees the library with
+its own version of any function whose name another question's function shares: each question's own
+functions are hidden among all the others.
+
+recall@k: the share of a question's ground-truth functions among the top k of the ranking (k = 1, 3, 5,
+10), for the dense embedder alone, BM25 alone and the hybrid `ToolIndex` uses, over every question.
+end to end: the embedded model (`auto`, constrained) answers each question three ways: with the question's
+own function list (the oracle, BFCL's setting and the upper bound), and with `retrieve=3` and `retrieve=5`
+over the whole library; scored with BFCL's AST checker. Prompt tokens and wall time per call for each.
+Offering the whole library is not a row: it does not fit the model's context (its size in tokens is
+reported).
+
+    python benchmarks/many_tools.py [--limit 50] [--categories simple multiple] [--model default]
+"""
+from __future__ import annotations
+
+import json
+import statistics
+import sys
+import time
+from collections import defaultdict
+
+from common import add_model_flag, md_table, model_label, parser, write_results
+
+import numpy as np
+from tqdm import tqdm
+
+from constrained_fc.checker import check_calls
+from constrained_fc.data import load_bfcl
+from constrained_fc.retrieval import ToolIndex, request_text
+
+CATEGORIES = ("simple", "multiple", "parallel", "parallel_multiple")
+KS = (1, 3, 5, 10)
+MODES = ("dense", "lexical", "hybrid")
+
+
+def library(cases) -> tuple[dict[str, dict], int]:
+    """The shared library (the first version of each name, in file order) and its number of distinct
+    (name, schema) functions."""
+    base, distinct = {}, set()
+    for case in cases:
+        for fn in case.functions:
+            distinct.add(json.dumps(fn, sort_keys=True))
+            base.setdefault(fn["name"], fn)
+    return base, len(distinct)
+
+
+class Libraries:
+    """The library as one question sees it, indexed; the shared index serves every question whose
+    functions are the shared versions, others get their own (their other tools' vectors come from the
+    embedding cache, so only the index is rebuilt)."""
+
+    def __init__(self, base: dict[str, dict]):
+        self.base = base
+        self.shared = ToolIndex(list(base.values()))
+        self._last = (None, None)
+
+    def for_case(self, case) -> ToolIndex:
+        own = {f["name"]: f for f in case.functions if self.base.get(f["name"]) != f}
+        if not own:
+            return self.shared
+        key = json.dumps(own, sort_keys=True)
+        if self._last[0] != key:
+            tools = [own.get(name, fn) for name, fn in self.base.items()]
+            self._last = (key, ToolIndex(tools, progress=False))
+        return self._last[1]
+
+
+def ground_truth_names(case) -> list[str]:
+    names = []
+    for gt in case.ground_truth:
+        name = next(iter(gt))
+        if name not in {f["name"] for f in case.functions}:  # one BFCL answer drops its namespace
+            name = next((f["name"] for f in case.functions if f["name"].endswith("." + name)), name)
+        names.append(name)
+    return names
+
+
+def recall(libs: Libraries, cases) -> dict:
+    """recall@k per category and mode, plus search time."""
+    hits = defaultdict(list)
+    search_ms = []
+    for case in tqdm(cases, desc="recall"):
+        index = libs.for_case(case)
+        t0 = time.perf_counter()
+        hybrid, dense, lexical = index.scores(request_text(case.messages))
+        search_ms.append(1e3 * (time.perf_counter() - t0))
+        want = {index.names.index(n) for n in ground_truth_names(case)}
+        for mode, s in (("dense", dense), ("lexical", lexical), ("hybrid", hybrid)):
+            order = np.argsort(-s, kind="stable")
+            for k in KS:
+                share = len(want & set(order[:k].tolist())) / len(want)
+                hits[(case.category, mode, k)].append(share)
+                hits[("all", mode, k)].append(share)
+    rows = []
+    for cat in (*CATEGORIES, "all"):
+        for mode in MODES:
+            if (cat, mode, 1) not in hits:
+                continue
+            row = {"category": cat, "mode": mode, "questions": len(hits[(cat, mode, 1)])}
+            row.update({f"recall@{k}": round(statistics.mean(hits[(cat, mode, k)]), 3) for k in KS})
+            rows.append(row)
+    return {"rows": rows, "search_ms_p50": round(statistics.median(search_ms), 2)}
+
+
+def end_to_end(libs: Libraries, cases, model, tok, ks=(3, 5), max_new_tokens: int = 128) -> list[dict]:
+    from constrained_fc import generate
+    from constrained_fc.errors import ContextLengthError
+    records = []
+    for case in tqdm(cases, desc="end to end"):
+        index = libs.for_case(case)
+        setups = [("oracle", case.functions, None)] + [(f"retrieve={k}", index, k) for k in ks]
+        for setup, tools, k in setups:
+            t0 = time.perf_counter()
+            try:
+                res = generate(model, tok, case.messages, tools, retrieve=k, max_new_tokens=max_new_tokens)
+            except ContextLengthError:
+                records.append({"id": case.id, "category": case.category, "setup": setup, "ok": False,
+                                "reason": "context", "prompt_tokens": None, "seconds": None})
+                continue
+            seconds = time.perf_counter() - t0
+            calls = [(c.name, c.arguments) for c in res.tool_calls] or None
+            result = check_calls(calls, case.functions, case.ground_truth, case.category)
+            offered = res.retrieved_tools or [f["name"] for f in case.functions]
+            want = ground_truth_names(case)
+            records.append({"id": case.id, "category": case.category, "setup": setup, "ok": result.ok,
+                            "reason": None if result.ok else result.reason,
+                            "retrieved_all": all(n in offered for n in want),
+                            "prompt_tokens": res.stats.prompt_tokens, "seconds": round(seconds, 3),
+                            "calls": [{"name": n, "arguments": a} for n, a in calls or []]})
+    return records
+
+
+def summarise(records: list[dict]) -> list[dict]:
+    rows = []
+    by = defaultdict(list)
+    for r in records:
+        by[(r["category"], r["setup"])].append(r)
+    for (cat, setup), rs in sorted(by.items(), key=lambda kv: (CATEGORIES.index(kv[0][0]), kv[0][1] != "oracle",
+                                                               kv[0][1])):
+        timed = [r for r in rs if r["seconds"] is not None]
+        rows.append({"category": cat, "setup": setup, "questions": len(rs),
+                     "accuracy": round(sum(r["ok"] for r in rs) / len(rs), 3),
+                     "ground_truth_offered": round(sum(r.get("retrieved_all", True) for r in rs) / len(rs), 3),
+                     "prompt_tokens_mean": round(statistics.mean(r["prompt_tokens"] for r in timed), 1),
+                     "seconds_per_call": round(statistics.mean(r["seconds"] for r in timed), 3)})
+    oracle = {r["category"]: r["accuracy"] for r in rows if r["setup"] == "oracle"}
+    for r in rows:
+        r["vs_oracle_points"] = round(100 * (r["accuracy"] - oracle[r["category"]]), 1)
+    return rows
+
+
+def library_tokens(tok, tools) -> int:
+    from constrained_fc.chat import encode_prompt
+    return len(encode_prompt(tok, [{"role": "user", "content": "x"}], tools))
+
+
+def plot(out, recall_rows, e2e_rows) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    for mode in MODES:
+        row = next(r for r in recall_rows if r["category"] == "all" and r["mode"] == mode)
+        axes[0].plot(KS, [row[f"recall@{k}"] for k in KS], marker="o", label=mode)
+    axes[0].axhline(0.95, color="grey", ls=":", lw=1)
+    axes[0].set(xlabel="k", ylabel="recall@k", title="Ground-truth functions in the top k", xticks=KS)
+    axes[0].legend()
+    cats = [c for c in CATEGORIES if any(r["category"] == c for r in e2e_rows)]
+    setups = sorted({r["setup"] for r in e2e_rows}, key=lambda s: (s != "oracle", s))
+    width = 0.8 / max(1, len(setups))
+    for i, setup in enumerate(setups):
+        vals = [next((r["accuracy"] for r in e2e_rows if r["category"] == c and r["setup"] == setup), 0)
+                for c in cats]
+        axes[1].bar([j + i * width for j in range(len(cats))], vals, width, label=setup)
+    axes[1].set_xticks([j + width * (len(setups) - 1) / 2 for j in range(len(cats))], cats)
+    axes[1].set(ylabel="BFCL AST accuracy", title="Embedded model: oracle tools vs retrieval", ylim=(0, 1))
+    axes[1].legend()
+    fig.tight_layout()
+    fig.savefig(out / "many_tools.png", dpi=120)
+
+
+def main(argv=None) -> int:
+    ap = parser(__doc__.splitlines()[0], "many_tools")
+    add_model_flag(ap)
+    ap.add_argument("--categories", nargs="+", default=["simple", "multiple"], choices=CATEGORIES,
+                    help="categories answered end to end (recall always covers all four)")
+    ap.add_argument("--ks", type=int, nargs="+", default=[3, 5], help="retrieve=k setups end to end")
+    ap.add_argument("--recall-only", action="store_true", help="skip the model")
+    ap.add_argument("--max-new-tokens", type=int, default=128)
+    args = ap.parse_args(argv)
+    if args.limit is not None and args.limit < 1:
+        ap.error("--limit must be at least 1")
+
+    cases = [c for cat in CATEGORIES for c in load_bfcl(cat, data_dir=args.data)]
+    base, distinct = library(cases)
+    libs = Libraries(base)
+    rec = recall(libs, cases)
+    rows = {"recall": rec["rows"], "end_to_end": []}
+    extra = {"library": {"distinct_functions": distinct, "distinct_names": len(base),
+                         "search_ms_p50": rec["search_ms_p50"]}}
+    if not args.recall_only:
+        from constrained_fc import load_model
+        model, tok = load_model(args.model)
+        extra["library"]["prompt_tokens_whole_library"] = library_tokens(tok, list(base.values()))
+        extra["model"] = model_label(args.model)
+        chosen = [c for cat in args.categories for c in load_bfcl(cat, data_dir=args.data, limit=args.limit)]
+        records = end_to_end(libs, chosen, model, tok, tuple(args.ks), args.max_new_tokens)
+        rows["end_to_end"] = summarise(records)
+        extra["records"] = records
+    lib = extra["library"]
+    md = [f"# Many tools: retrieval over a {lib['distinct_names']}-tool library\n",
+          f"Library: every distinct function of BFCL simple, multiple, parallel and parallel_multiple: "
+          f"{lib['distinct_functions']} (name, schema) pairs under {lib['distinct_names']} names; a question sees "
+          f"its own version of a shared name. Hybrid search p50: {lib['search_ms_p50']} ms per request."]
+    if "prompt_tokens_whole_library" in lib:
+        md.append(f"The whole library in one prompt would be {lib['prompt_tokens_whole_library']:,} tokens "
+                  "(the model reads 8,192).")
+    md += ["\n## recall@k of the ground-truth functions\n",
+           md_table(rec["rows"], ["category", "mode", "questions", *[f"recall@{k}" for k in KS]])]
+    if rows["end_to_end"]:
+        md += [f"\n## End to end ({extra['model']}, tool_choice=auto, constrained)\n",
+               md_table(rows["end_to_end"], ["category", "setup", "questions", "accuracy", "vs_oracle_points",
+                                             "ground_truth_offered", "prompt_tokens_mean", "seconds_per_call"],
+                        ["category", "tools offered", "questions", "AST accuracy", "vs oracle (points)",
+                         "ground truth offered", "prompt tokens", "s / call"])]
+    out = write_results(args.out, rows["recall"] + rows["end_to_end"], "\n".join(md) + "\n", extra)
+    plot(out, rec["rows"], rows["end_to_end"])
+    print("\n".join(md))
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,244 @@
+"""Tool retrieval (`constrained_fc.retrieval`): ranking, the on-disk embedding cache, what a turn is offered,
+bad input, and `retrieve=k` through generate, the agent, the CLI and the server. The embedder is the real
+packaged all-MiniLM-L6-v2."""
+import json
+import warnings
+
+import numpy as np
+import pytest
+
+from constrained_fc import ConstrainedFCError, ToolSchemaError
+from constrained_fc.data import load_bfcl
+from constrained_fc.retrieval import (Embedder, EmbeddingStore, ToolIndex, ToolIndexError, called_tools,
+                                      default_embedder, request_text, select_tools, tool_text)
+
+
+def _library() -> list[dict]:
+    """Every distinct function (by name) of BFCL simple and multiple: about 600 tools."""
+    seen = {}
+    for cat in ("simple", "multiple"):
+        for case in load_bfcl(cat):
+            for fn in case.functions:
+                seen.setdefault(fn["name"], fn)
+    return list(seen.values())
+
+
+@pytest.fixture(scope="module")
+def library():
+    return _library()
+
+
+@pytest.fixture(scope="module")
+def index(library):
+    return ToolIndex(library, progress=False)
+
+
+def _tool(name, description="", **props):
+    return {"name": name, "description": description,
+            "parameters": {"type": "object", "properties": {k: {"type": "string", "description": v}
+                                                            for k, v in props.items()}}}
+
+
+SMALL = [
+    _tool("get_weather", "Current weather and forecast for a city", city="City name"),
+    _tool("convert_currency", "Convert an amount of money between currencies", amount="Amount", to="Currency"),
+    _tool("send_email", "Send an email message to a recipient", to="Address", body="Text"),
+    _tool("play_music", "Play a song or playlist on the speaker", song="Song title"),
+    _tool("set_thermostat", "Set the home thermostat temperature", celsius="Target temperature"),
+]
+
+
+def test_recall_on_bfcl_questions_hidden_in_the_library(index):
+    # Each question's own function among ~600: the hybrid ranking must find most of them in its top 5.
+    cases = load_bfcl("simple", limit=60)
+    hits = 0
+    for case in cases:
+        names = {h.tool.name for h in index.search(request_text(case.messages), 5)}
+        hits += case.functions[0]["name"] in names
+    assert hits / len(cases) >= 0.85
+
+
+def test_hybrid_is_at_least_as_good_as_either_half(library, index):
+    lexical = ToolIndex(library, dense=False)
+    cases = load_bfcl("multiple", limit=60)
+
+    def recall(ix):
+        got = 0
+        for case in cases:
+            want = next(iter(case.ground_truth[0]))
+            got += want in {h.tool.name for h in ix.search(request_text(case.messages), 3)}
+        return got
+
+    assert recall(index) >= recall(lexical)
+
+
+def test_clear_requests_rank_the_right_tool_first():
+    ix = ToolIndex(SMALL, progress=False)
+    assert ix.search("Will it rain in Lisbon tomorrow?", 1)[0].tool.name == "get_weather"
+    assert ix.search("How many yen is 30 euros", 1)[0].tool.name == "convert_currency"
+    assert ix.search("Put on some jazz", 1)[0].tool.name == "play_music"
+    hit = ix.search("make the living room warmer", 2)
+    assert hit[0].tool.name == "set_thermostat" and hit[0].dense is not None and 0 <= hit[0].score <= 1
+
+
+def test_embeddings_are_cached_on_disk_and_only_new_tools_are_embedded(tmp_path):
+    class Counting(Embedder):
+        encoded = 0
+
+        def encode(self, texts, **kw):
+            Counting.encoded += len(texts)
+            return super().encode(texts, **kw)
+
+    emb = Counting()
+    store = EmbeddingStore(tmp_path / "vectors.sqlite")
+    first = ToolIndex(SMALL, embedder=emb, store=store)
+    assert Counting.encoded == len(SMALL)
+    again = ToolIndex(SMALL, embedder=emb, store=store)
+    assert Counting.encoded == len(SMALL)  # all from disk
+    np.testing.assert_allclose(first.vectors, again.vectors)
+    grown = ToolIndex(SMALL + [_tool("book_taxi", "Order a taxi to an address", to="Address")],
+                      embedder=emb, store=store)
+    assert Counting.encoded == len(SMALL) + 1
+    np.testing.assert_allclose(grown.vectors[:len(SMALL)], first.vectors)
+    # A changed description is a different text, so it is embedded afresh (not served a stale vector).
+    changed = [dict(SMALL[0], description="Air quality index for a city")] + SMALL[1:]
+    ToolIndex(changed, embedder=emb, store=store)
+    assert Counting.encoded == len(SMALL) + 2
+
+
+def test_an_unwritable_cache_costs_speed_not_correctness(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        ix = ToolIndex(SMALL, store=EmbeddingStore(blocker / "vectors.sqlite"))
+    assert ix.search("send a mail to Bob", 1)[0].tool.name == "send_email"
+    assert any("cache" in str(w.message) for w in seen)
+
+
+def test_select_keeps_called_tools_and_the_named_tool_in_library_order():
+    ix = ToolIndex(SMALL, progress=False)
+    messages = [
+        {"role": "user", "content": "what's the weather in Oslo"},
+        {"role": "assistant", "content": None, "tool_calls": [
+            {"id": "c1", "type": "function", "function": {"name": "play_music", "arguments": "{}"}}]},
+        {"role": "tool", "tool_call_id": "c1", "content": "ok"},
+        {"role": "user", "content": "and will it snow in Oslo?"},
+    ]
+    assert called_tools(messages) == ["play_music"]
+    assert request_text(messages) == "and will it snow in Oslo?"
+    names = [t.name for t in ix.select(messages, 1)]
+    assert names == ["get_weather", "play_music"]  # library order, the called tool kept
+    names = [t.name for t in ix.select(messages, 1, tool_choice={"type": "function",
+                                                                 "function": {"name": "send_email"}})]
+    assert names == ["get_weather", "send_email", "play_music"]
+    with pytest.raises(ConstrainedFCError, match="nope"):
+        ix.select(messages, 1, tool_choice="nope")
+
+
+def test_select_tools_rules():
+    msgs = [{"role": "user", "content": "weather in Rome"}]
+    assert select_tools(SMALL, msgs, None) is SMALL
+    assert select_tools(SMALL, msgs, 10) is SMALL  # a library no larger than k is offered whole
+    assert [t.name for t in select_tools(SMALL, msgs, 2)][0] == "get_weather"
+    for bad in (0, -1, True, "3"):
+        with pytest.raises(ConstrainedFCError, match="retrieve"):
+            select_tools(SMALL, msgs, bad)
+
+
+def test_duplicate_names_are_an_error_naming_the_tool():
+    with pytest.raises(ToolSchemaError, match="send_email") as e:
+        ToolIndex(SMALL + [_tool("send_email", "another")])
+    assert "duplicate" in str(e.value)
+
+
+def test_tools_without_descriptions_are_ranked_by_name_and_parameters():
+    bare = [_tool("get_stock_price", ticker="x"), _tool("translate_text", target_language="x"),
+            _tool("reserve_table", party_size="x")]
+    with pytest.warns(UserWarning, match="3 of 3 tools have no description"):
+        ix = ToolIndex(bare)
+    assert "Translate" not in tool_text(ix.tools[1]) and "target language" in tool_text(ix.tools[1])
+    assert ix.search("translate this into French", 1)[0].tool.name == "translate_text"
+    assert ix.search("stock price of ACME", 1)[0].tool.name == "get_stock_price"
+
+
+def test_a_library_too_large_for_memory_is_refused_with_the_figures():
+    with pytest.raises(ToolIndexError, match=r"5 tools needs 0\.0 MiB .*384 float32.*max_memory"):
+        ToolIndex(SMALL, max_memory=1000)
+    assert ToolIndex(SMALL, dense=False, max_memory=1000).search("email Bob", 1)[0].tool.name == "send_email"
+
+
+@pytest.mark.parametrize("query", ["明天巴黎会下雨吗", "Завтра в Москве будет дождь?", "", "the and of", "🙂🙂",
+                                   "x" * 5000])
+def test_queries_the_embedder_cannot_read_fall_back_to_bm25(query):
+    ix = ToolIndex(SMALL, progress=False)
+    hits = ix.search(query, 3)
+    assert len(hits) == 3
+    if query and any(c.isalpha() and ord(c) > 0x250 for c in query):
+        assert all(h.dense is None for h in hits)
+
+
+def test_a_non_latin_request_still_matches_words_it_shares_with_a_tool():
+    tools = SMALL + [_tool("wetter_vorhersage", "Wettervorhersage für eine Stadt", stadt="Stadt")]
+    ix = ToolIndex(tools, progress=False)
+    # Greek script, one Latin product word: BM25 finds the shared word though the embedder is skipped.
+    hits = ix.search("παίξε το τραγούδι στο ηχείο, play_music", 1)
+    assert hits[0].tool.name == "play_music" and hits[0].dense is None
+
+
+def test_the_embedder_is_shared():
+    assert default_embedder() is default_embedder()
+
+
+# --------------------------------------------------------------------------- through the product (real model)
+
+@pytest.mark.model
+def test_generate_with_retrieve_calls_the_right_tool_from_the_library(smollm, library):
+    from constrained_fc import generate
+    from constrained_fc.logits_processor import _compile_cached
+    model, tok = smollm
+    case = load_bfcl("simple", limit=1)[0]  # the triangle-area question
+    res = generate(model, tok, case.messages, library, retrieve=3)
+    assert len(res.retrieved_tools) == 3 and "calculate_triangle_area" in res.retrieved_tools
+    assert res.tool_calls and all(c.valid for c in res.tool_calls)
+    assert {c.name for c in res.tool_calls} <= set(res.retrieved_tools)
+    assert res.stats.prompt_tokens < 800  # three tools' worth, not the library's 100k tokens
+    hits = _compile_cached.cache_info().hits
+    again = generate(model, tok, case.messages, library, retrieve=3)
+    assert again.retrieved_tools == res.retrieved_tools
+    assert _compile_cached.cache_info().hits > hits  # the same set compiles once
+
+
+@pytest.mark.model
+def test_agent_with_retrieve_keeps_the_called_tool(smollm):
+    from constrained_fc import run_agent
+    model, tok = smollm
+    library = SMALL + [_tool(f"noise_{i}", f"Unrelated utility number {i}", x="x") for i in range(40)]
+    seen = []
+
+    def get_weather(city):
+        seen.append(city)
+        return {"city": city, "forecast": "sunny", "celsius": 21}
+
+    functions = {t["name"]: (get_weather if t["name"] == "get_weather" else (lambda **kw: "ok")) for t in library}
+    res = run_agent(model, tok, [{"role": "user", "content": "What is the weather in Paris?"}], library,
+                    functions, retrieve=2, max_steps=2, max_new_tokens=64)
+    first = res.steps[0].result
+    assert "get_weather" in first.retrieved_tools and len(first.retrieved_tools) == 2
+    assert seen and first.tool_calls[0].name == "get_weather"
+    if len(res.steps) > 1:
+        assert "get_weather" in res.steps[1].result.retrieved_tools
+
+
+@pytest.mark.model
+def test_cli_call_with_retrieve(tmp_path, library, capsys):
+    from constrained_fc.cli import main
+    path = tmp_path / "library.json"
+    path.write_text(json.dumps(library))
+    rc = main(["call", "--tools", str(path), "--retrieve", "3", "--max-new-tokens", "48",
+               "--prompt", "Find the area of a triangle with a base of 10 units and height of 5 units."])
+    out = json.loads(capsys.readouterr().out)
+    assert rc == 0 and len(out["retrieved_tools"]) == 3
+    assert all(c["name"] in out["retrieved_tools"] and c["error"] is None for c in out["tool_calls"])
+    with pytest.raises(SystemExit):
+        main(["call", "--tools", str(path), "--retrieve", "0", "--prompt", "x"])
