@@ -167,7 +167,9 @@ READBACK_HEADERS = ["case", "text chars", "read ms (json / ast)", "read-back ms 
 
 
 def readback_md(rows: list[dict]) -> str:
-    return ("## Read-back and accepts (150 optional properties)\n\n" + md_table(rows, READBACK_COLUMNS, READBACK_HEADERS)
+    shown = [(c, h) for c, h in zip(READBACK_COLUMNS, READBACK_HEADERS) if any(c in r for r in rows)]
+    return ("## Read-back and accepts (150 optional properties)\n\n"
+            + md_table(rows, [c for c, _ in shown], [h for _, h in shown])
             + f"\n\nBars: read-back <= {READBACK_MS_PER_CALL:g} ms per call, accepts <= {ACCEPTS_MS:g} ms (warm: "
             "the first check of a grammar also builds its llguidance matcher). Medians.\n")
 
