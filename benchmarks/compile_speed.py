@@ -1,10 +1,19 @@
-"""Compile time and mask cost for tool lists of 1, 10, 50 and 200 tools taken from BFCL.
+"""Compile time and mask cost for tool lists of 1, 10, 50 and 200 tools taken from BFCL, and the cost of
+reading calls back.
 
 compile: `compile_tools` (tool schemas -> Lark text, metaschema checks included), then llguidance's matcher
 construction on the embedded model's tokenizer. mask: µs per `fill_mask` while a seeded random walk writes
 calls through the grammar (every step picks a random allowed token), p50 and p99.
 
+read-back: a config-style tool of 150 optional properties (string, integer, two-value enum, in turn) called
+with every other one set, in each call format. `parse(text, trusted=True)` is what decoding does with the
+text the matcher produced (json / ast, then the jsonschema check); `parse(text)` and `accepts(text)` check
+text from elsewhere with llguidance first; `accepts_value` is `compile_schema(schema).accepts_value(value)`.
+Bars: read-back <= 1 ms per call, accepts / accepts_value <= 50 ms. `--lark` adds the Earley parse these
+replaced (seconds per text), for comparison.
+
     python benchmarks/compile_speed.py [--sizes 1 10 50 200] [--repeat 5] [--out results/compile_speed]
+    python benchmarks/compile_speed.py --readback-only [--lark] [--out results/readback]
 """
 from __future__ import annotations
 
@@ -12,12 +21,12 @@ import statistics
 import sys
 import time
 
-from common import md_table, parser, write_results
+from common import ROOT, md_table, parser, write_results
 
 import torch
 from tqdm import tqdm
 
-from constrained_fc import compile_tools
+from constrained_fc import ToolCall, compile_schema, compile_tools
 from constrained_fc.data import BFCL_CATEGORIES, load_bfcl
 from constrained_fc.logits_processor import DEFAULT_MAX_ARRAY_ITEMS, DEFAULT_MAX_CALLS, DEFAULT_MAX_STRING_LENGTH
 from constrained_fc.matcher import TokenMatcher, allocate_bitmask, unpack_bitmask
@@ -95,22 +104,105 @@ def measure(sizes, repeat, steps, data=None, tokenizer=None) -> list[dict]:
     return rows
 
 
+READBACK_MS_PER_CALL = 1.0
+ACCEPTS_MS = 50.0
+
+
+def config_tool(n: int = 150) -> tuple[dict, dict]:
+    """A flat object of n optional properties (string, integer, a two-value enum, in turn), and a value that
+    sets every other one."""
+    kinds = [{"type": "string"}, {"type": "integer"}, {"enum": ["on", "off"]}]
+    schema = {"type": "object", "properties": {f"p{i:03d}": kinds[i % 3] for i in range(n)}}
+    value = {f"p{i:03d}": ["abc", 42, "on"][i % 3] for i in range(0, n, 2)}
+    return schema, value
+
+
+def _ms(fn, repeat: int) -> tuple[float, float]:
+    """(first call, median of the next `repeat`) in ms: the first builds what later calls reuse."""
+    times = []
+    for _ in range(repeat + 1):
+        t0 = time.perf_counter()
+        fn()
+        times.append(1e3 * (time.perf_counter() - t0))
+    return times[0], statistics.median(times[1:])
+
+
+def measure_readback(repeat: int, with_lark: bool) -> list[dict]:
+    from constrained_fc.schema_compiler import lark_parser
+    schema, value = config_tool()
+    rows = []
+    for fmt in ("mistral", "hermes", "python"):
+        g = compile_tools([{"name": "configure", "parameters": schema}], format=fmt, warn=False)
+        text = g.render([ToolCall("configure", value)])
+        (call,) = g.parse(text, trusted=True)
+        assert call.valid and call.arguments == value, call.error
+        row = {"case": f"{fmt} call", "chars": len(text),
+               "read_ms": _ms(lambda: g.parse(text, trusted=True, validate=False), repeat)[1],
+               "readback_ms": _ms(lambda: g.parse(text, trusted=True), repeat)[1]}
+        first, warm = _ms(lambda: g.accepts(text), repeat)
+        row.update(accepts_first_ms=first, accepts_ms=warm, parse_checked_ms=_ms(lambda: g.parse(text), repeat)[1])
+        if with_lark:
+            row["lark_ms"] = _ms(lambda: lark_parser(g.lark).parse(text), 1)[1]
+        rows.append(row)
+    grammar = compile_schema(schema, warn=False)
+    text = grammar.render(value)
+    first, warm = _ms(lambda: grammar.accepts_value(value), repeat)
+    row = {"case": "compile_schema accepts_value", "chars": len(text), "accepts_first_ms": first,
+           "accepts_ms": warm}
+    if with_lark:
+        row["lark_ms"] = _ms(lambda: lark_parser(grammar.lark).parse(text), 1)[1]
+    rows.append(row)
+    for r in rows:
+        r["meets_bars"] = (r.get("readback_ms", 0) <= READBACK_MS_PER_CALL and r["accepts_ms"] <= ACCEPTS_MS)
+        for k, v in r.items():
+            if isinstance(v, float):
+                r[k] = round(v, 3)
+    return rows
+
+
+READBACK_COLUMNS = ["case", "chars", "read_ms", "readback_ms", "accepts_first_ms", "accepts_ms",
+                    "parse_checked_ms", "lark_ms", "meets_bars"]
+READBACK_HEADERS = ["case", "text chars", "read ms (json / ast)", "read-back ms (+ jsonschema)",
+                    "accepts ms (first)", "accepts ms", "parse ms (checked)", "lark Earley ms", "meets bars"]
+
+
+def readback_md(rows: list[dict]) -> str:
+    shown = [(c, h) for c, h in zip(READBACK_COLUMNS, READBACK_HEADERS) if any(c in r for r in rows)]
+    return ("## Read-back and accepts (150 optional properties)\n\n"
+            + md_table(rows, [c for c, _ in shown], [h for _, h in shown])
+            + f"\n\nBars: read-back <= {READBACK_MS_PER_CALL:g} ms per call, accepts <= {ACCEPTS_MS:g} ms (warm: "
+            "the first check of a grammar also builds its llguidance matcher). Medians.\n")
+
+
 def main(argv=None) -> int:
     ap = parser(__doc__.splitlines()[0], "compile_speed")
     ap.add_argument("--sizes", type=int, nargs="+", default=[1, 10, 50, 200])
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--steps", type=int, default=2000, help="mask samples per tool list")
+    ap.add_argument("--readback-only", action="store_true",
+                    help="only the read-back / accepts section (default --out results/readback)")
+    ap.add_argument("--readback-repeat", type=int, default=20)
+    ap.add_argument("--lark", action="store_true", help="also time lark's Earley parse of the same texts (slow)")
     args = ap.parse_args(argv)
+    readback = measure_readback(args.readback_repeat, args.lark)
+    for r in readback:
+        print(r)
+    ok = all(r["meets_bars"] for r in readback)
+    if args.readback_only:
+        out = args.out if args.out != ap.get_default("out") else str(ROOT / "results" / "readback")
+        write_results(out, readback, "# Reading calls back\n\n" + readback_md(readback))
+        print(f"wrote {out}")
+        return 0 if ok else 1
     rows = measure(args.sizes, args.repeat, args.steps, args.data)
     for r in rows:
         print(r)
     md = "# Compile time and mask cost\n\n" + md_table(
         rows, ["tools", "compile_ms", "matcher_ms", "grammar_lines", "mask_us_p50", "mask_us_p99"],
         ["tools", "compile_tools ms (median)", "llguidance matcher ms", "grammar lines", "mask µs p50",
-         "mask µs p99"])
-    write_results(args.out, rows, md)
+         "mask µs p99"]) + "\n\n" + readback_md(readback)
+    write_results(args.out, rows, md, {"readback": readback})
     print(f"wrote {args.out}")
-    return 0
+    return 0 if ok else 1
 
 
 if __name__ == "__main__":

@@ -57,7 +57,7 @@ class CallScanner:
                 self._in_str = True
                 continue
             starts_call = self._depth == self.call_depth and (
-                ch == "{" if self.format != "python" else (ch.isalnum() or ch in "_."))
+                ch == "{" if self.format != "python" else (ch.isalnum() or ch in "_.-"))
             if starts_call and (not self.calls or self.calls[-1].complete):
                 self.calls.append(CallSpan(i))
             if ch in _OPEN:
@@ -67,6 +67,11 @@ class CallScanner:
                 if self._depth == self.call_depth and self.calls and not self.calls[-1].complete:
                     self.calls[-1].end = i + 1
         self._pos = len(text)
+
+    @property
+    def closed(self) -> bool:
+        """Every bracket the text opened is closed again (for mistral and python: the call list is complete)."""
+        return self._pos > 0 and self._depth == 0 and not self._in_str
 
     def call_text(self, span: CallSpan) -> str:
         return self.text[span.start:span.end if span.end is not None else len(self.text)]

@@ -227,5 +227,6 @@ class ToolCallLogitsProcessor(LogitsProcessor):
                 out.append(Reply(content=self.plan.tokenizer.decode(gen, skip_special_tokens=True).strip()))
                 continue
             out.append(parse_generated(self.plan.tokenizer, self.plan.grammar, gen, self.plan.trigger_id,
-                                       started=row.started_in_prompt))
+                                       started=row.started_in_prompt,
+                                       consumed=row.body if row.matcher is not None else None))
         return out

@@ -12,6 +12,7 @@ import llguidance.hf
 import torch
 
 from .errors import ConstrainedFCError
+from .language import new_matcher
 
 _LL_TOKENIZERS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 _LOCK = threading.Lock()
@@ -61,9 +62,7 @@ class TokenMatcher:
         self.tokenizer = tokenizer
         self.ll_tokenizer = ll_tokenizer(tokenizer, n_vocab)
         self.n_vocab = self.ll_tokenizer.vocab_size
-        self.ll = llguidance.LLMatcher(self.ll_tokenizer, grammar, log_level=0)
-        if self.ll.is_error():
-            raise ConstrainedFCError(f"llguidance rejected the grammar: {self.ll.get_error()}")
+        self.ll = new_matcher(self.ll_tokenizer, grammar)
         self.mask_seconds = 0.0
         self.mask_calls = 0
 

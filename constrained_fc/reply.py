@@ -28,11 +28,12 @@ def dedupe(calls: list[ToolCall]) -> tuple[list[ToolCall], int]:
     return out, len(calls) - len(out)
 
 
-def parse_body(grammar: ToolGrammar, content: str, body: str) -> Reply:
+def parse_body(grammar: ToolGrammar, content: str, body: str, *, trusted: bool = False) -> Reply:
     """`body` is the text after the trigger. Text the grammar does not accept (a call cut short) gives no
-    calls: a half call is never presented as valid."""
+    calls: a half call is never presented as valid. trusted: the body is exactly what the token matcher
+    accepted, so it is read without checking it against the grammar again (see `ToolGrammar.parse`)."""
     try:
-        calls = grammar.parse(grammar.trigger + body)
+        calls = grammar.parse(grammar.trigger + body, trusted=trusted)
     except GrammarMismatchError:
         return Reply(content=content, tool_calls=[], complete=False)
     calls, dropped = dedupe(calls)
@@ -40,13 +41,12 @@ def parse_body(grammar: ToolGrammar, content: str, body: str) -> Reply:
 
 
 def parse_generated(tokenizer, grammar: ToolGrammar, generated_ids, trigger_id: int | None,
-                    started: bool = False) -> Reply:
+                    started: bool = False, consumed=None) -> Reply:
     """Split generated token ids at the trigger token (or take all of them as the call body when `started`,
-    i.e. the trigger was in the prompt) and parse. End-of-sequence and padding are ignored."""
-    ids = [int(t) for t in generated_ids]
+    i.e. the trigger was in the prompt) and parse. End-of-sequence and padding are ignored. `consumed`: the
+    ids the token matcher accepted; a body of exactly those ids is read without a second grammar check."""
     stop = {tokenizer.eos_token_id, tokenizer.pad_token_id} - {None}
-    while ids and ids[-1] in stop:
-        ids.pop()
+    ids = _strip(generated_ids, stop)
     if started:
         pos = -1
     elif trigger_id is not None and trigger_id in ids:
@@ -56,4 +56,13 @@ def parse_generated(tokenizer, grammar: ToolGrammar, generated_ids, trigger_id: 
         return Reply(content=text.strip())
     content = tokenizer.decode(ids[:pos], skip_special_tokens=True).strip() if pos > 0 else ""
     body = tokenizer.decode(ids[pos + 1:], skip_special_tokens=False)
-    return parse_body(grammar, content, body)
+    # The ids handed in need not be the ones the processor saw (any sequences can be passed), hence the compare.
+    trusted = consumed is not None and ids[pos + 1:] == _strip(consumed, stop)
+    return parse_body(grammar, content, body, trusted=trusted)
+
+
+def _strip(ids, stop: set) -> list[int]:
+    ids = [int(t) for t in ids]
+    while ids and ids[-1] in stop:
+        ids.pop()
+    return ids

@@ -1,10 +1,11 @@
 """Stage 2b: the schema IR -> Lark grammar text, and the canonical renderer of values.
 
 The grammar text is the artefact: deterministic (the same schema gives byte-identical text, so it can be
-cached by hash), readable (rule names come from tool and property names), accepted by llguidance and
-parseable by the `lark` package (Earley), so one grammar both constrains generation and parses output back.
-It is written in the subset of Lark both engines share: lowercase rules, uppercase regex terminals, JSON-escaped
-string literals, `?`/`*`/`~ n..m` repetition, and regexes without look-around.
+cached by hash), readable (rule names come from tool and property names), and run by llguidance both to
+constrain generation and to decide which texts are accepted (language.py), so one engine decides. It also
+stays parseable by the `lark` package (Earley), which `Grammar.parse_tree` uses, so it is written in the
+subset of Lark both engines share: lowercase rules, uppercase regex terminals, JSON-escaped string literals,
+`?`/`*`/`~ n..m` repetition, and regexes without look-around.
 """
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from typing import Any
 import lark
 
 from .errors import ConstrainedFCError, GrammarMismatchError, ToolSchemaError
+from .language import in_language, mismatch
 from .tools import check_schema
 from .schema_ir import (AnyNode, ArrayNode, ConstNode, IRBuilder, NeverNode, Node, ObjectNode, Policy, RefNode,
                         Relaxation, ScalarNode, UnionNode, _json_equal)
@@ -512,17 +514,18 @@ class Grammar:
         return lark_parser(self.lark)
 
     def parse_tree(self, text: str) -> lark.Tree:
+        """lark's parse tree of an accepted text: the one thing lark is still used for, as it is slow (seconds
+        for an object of a hundred optional properties). Whether the text is accepted is llguidance's verdict."""
+        problem = mismatch(self.lark, text)
+        if problem is not None:
+            raise GrammarMismatchError(f"text is not accepted by the grammar: {problem}")
         try:
             return self.parser.parse(text)
         except lark.exceptions.LarkError as e:
-            raise GrammarMismatchError(f"text is not accepted by the grammar: {_short(e)}") from None
+            raise GrammarMismatchError(f"llguidance accepts the text but lark cannot parse it: {_short(e)}") from None
 
     def accepts(self, text: str) -> bool:
-        try:
-            self.parser.parse(text)
-            return True
-        except lark.exceptions.LarkError:
-            return False
+        return in_language(self.lark, text)
 
     def render(self, value: Any) -> str:
         return Renderer(self.dialect).render(self.node, value)

@@ -13,7 +13,9 @@ from typing import Any, Iterable, Sequence
 import jsonschema
 
 from .errors import ConstrainedFCError, GrammarMismatchError, ToolSchemaError
-from .schema_compiler import (Dialect, LarkEmitter, check_grammar, Renderer, lark_literal, lark_parser, load_template, rule_name,
+from .call_scanner import CallScanner
+from .language import in_language, mismatch
+from .schema_compiler import (Dialect, LarkEmitter, check_grammar, Renderer, lark_literal, load_template, rule_name,
                               warn_relaxed, _PY_IDENT)
 from .schema_ir import IRBuilder, NeverNode, ObjectNode, Policy, Relaxation
 from .tools import Tool, ToolCall, normalize_tools
@@ -74,6 +76,10 @@ class ToolGrammar:
         self._args_nodes = args_nodes
         self._call_rules = call_rules  # rule name -> tool name
         self._tools = {t.name: t for t in tools}
+        self._validators: dict = {}
+        # Calls whose names Python itself reads as a name (`math.factorial`) are read from one `ast.parse`
+        # of the list; a name such as `get-weather` is not, so those lists are split by the call scanner.
+        self._py_names = all(_is_dotted_name(n) for n in call_rules.values())
 
     @property
     def sha256(self) -> str:
@@ -84,43 +90,45 @@ class ToolGrammar:
         return list(self._args_nodes)
 
     def accepts(self, text: str) -> bool:
-        try:
-            lark_parser(self.lark).parse(text)
-            return True
-        except Exception:
-            return False
+        return in_language(self.lark, text)
 
-    def parse(self, text: str, *, validate: bool = True) -> list[ToolCall]:
+    def parse(self, text: str, *, validate: bool = True, trusted: bool = False) -> list[ToolCall]:
         """Text the grammar accepts -> `ToolCall`s, each checked with jsonschema against its tool (a failing
         call carries `.error` and is not `.valid`). Text the grammar rejects raises GrammarMismatchError.
 
         This reads the grammar's language: the canonical text the model is held to (integers without a
         fraction, the declared property order, ...). JSON Schema accepts more (`1.0` is an integer); to judge
-        text that did not come through the grammar by the schema alone, `check(ToolCall(name, arguments))`."""
-        import lark
-        try:
-            tree = lark_parser(self.lark).parse(text)
-        except lark.exceptions.LarkError as e:
-            first = str(e).strip().splitlines()[0][:200]
-            raise GrammarMismatchError(f"not a valid {self.format} tool call for these tools in the grammar's "
-                                       f"canonical form (check() judges by the schema alone): {first}") from None
-        calls = []
-        for sub in tree.iter_subtrees_topdown():
-            name = self._call_rules.get(sub.data)
-            if name is None:
-                continue
-            span = text[sub.meta.start_pos:sub.meta.end_pos]
-            calls.append(ToolCall(name=name, arguments=self._arguments(span)))
+        text that did not come through the grammar by the schema alone, `check(ToolCall(name, arguments))`.
+
+        trusted=True is for text the token matcher produced (llguidance accepted it token by token): it is
+        then only read, with json / ast, not checked against the grammar again. A text cut short (generation
+        stopped mid-call) still raises GrammarMismatchError."""
+        if not trusted:
+            problem = mismatch(self.lark, text)
+            if problem is not None:
+                raise GrammarMismatchError(f"not a valid {self.format} tool call for these tools in the grammar's "
+                                           f"canonical form (check() judges by the schema alone): {problem}")
+        calls = [ToolCall(name=name, arguments=args) for name, args in self._read(text)]
         if validate:
             for call in calls:
                 call.error = self.check(call)
         return calls
 
-    def _arguments(self, span: str) -> dict:
-        if self.format == "python":
-            call = ast.parse(span.strip(), mode="eval").body
-            return {kw.arg: _py_literal(kw.value) for kw in call.keywords}
-        return json.loads(span)["arguments"]
+    def _read(self, text: str) -> list[tuple[str, dict]]:
+        """(name, arguments) of each call in a text of this grammar's language (or a prefix of one, which
+        raises). The envelope is matched exactly; the calls themselves are read by json or ast."""
+        try:
+            if not text.startswith(self.trigger):
+                raise ValueError(f"the text does not start with {self.trigger!r}")
+            body = text[len(self.trigger):]
+            if self.format == "mistral":
+                return [(c["name"], c["arguments"]) for c in json.loads(body)]
+            if self.format == "hermes":
+                return _hermes_calls(body)
+            return _python_calls(body, scan=not self._py_names)
+        except (ValueError, SyntaxError, TypeError, KeyError, AttributeError) as e:
+            first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+            raise GrammarMismatchError(f"not a complete {self.format} call list: {first}") from None
 
     def check(self, call: ToolCall | tuple) -> str | None:
         """jsonschema's verdict on one call: None if valid, else a one-line reason naming the path."""
@@ -128,9 +136,12 @@ class ToolGrammar:
         tool = self._tools.get(name)
         if tool is None:
             return f"unknown function {name!r}"
-        err = jsonschema.exceptions.best_match(_validator(json.dumps(tool.parameters)).iter_errors(args))
-        if err is None:
+        validator = self._validators.get(name)
+        if validator is None:  # kept per tool: serialising a large schema for the shared cache's key is not free
+            validator = self._validators[name] = _validator(json.dumps(tool.parameters))
+        if validator.is_valid(args):  # the common case, without building errors to rank
             return None
+        err = jsonschema.exceptions.best_match(validator.iter_errors(args))
         where = "/".join(str(p) for p in err.absolute_path) or "(arguments)"
         return f"{name}: {where}: {err.message} (keyword {err.validator!r})"
 
@@ -165,9 +176,53 @@ def _validator(schema_json: str):
                                           format_checker=jsonschema.Draft202012Validator.FORMAT_CHECKER)
 
 
-def _py_literal(node: ast.AST) -> Any:
-    value = ast.literal_eval(node)
-    return _lists(value)
+_HERMES_CLOSE = "\n</tool_call>"
+_HERMES_NEXT = "\n<tool_call>\n"
+_JSON = json.JSONDecoder()
+
+
+def _hermes_calls(body: str) -> list[tuple[str, dict]]:
+    """Hermes blocks after the first trigger: `\n{call}\n</tool_call>`, then `\n<tool_call>\n{call}...`."""
+    calls, pos, opener = [], 0, "\n"
+    while True:
+        if not body.startswith(opener, pos):
+            raise ValueError(f"expected {opener!r} at character {pos}")
+        call, pos = _JSON.raw_decode(body, pos + len(opener))
+        calls.append((call["name"], call["arguments"]))
+        if not body.startswith(_HERMES_CLOSE, pos):
+            raise ValueError(f"expected {_HERMES_CLOSE!r} at character {pos}")
+        pos += len(_HERMES_CLOSE)
+        if pos == len(body):
+            return calls
+        opener = _HERMES_NEXT
+
+
+def _is_dotted_name(name: str) -> bool:
+    return all(part.isidentifier() and not keyword.iskeyword(part) for part in name.split("."))
+
+
+def _python_calls(body: str, *, scan: bool) -> list[tuple[str, dict]]:
+    """`[f(a=1), g.h(b="x")]` -> [("f", {"a": 1}), ("g.h", {"b": "x"})]."""
+    if not scan:
+        tree = ast.parse(body, mode="eval").body
+        if not isinstance(tree, ast.List):
+            raise ValueError("the calls are not a list")
+        return [(ast.unparse(c.func), _kwargs(c)) for c in tree.elts]
+    scanner = CallScanner("python")
+    scanner.feed(body.strip())
+    if not scanner.closed:
+        raise ValueError("the call list is not closed")
+    out = []
+    for span in scanner.calls:
+        call = ast.parse(f"f({scanner.arguments_text(span)})", mode="eval").body
+        out.append((scanner.name(span), _kwargs(call)))
+    return out
+
+
+def _kwargs(call: ast.Call) -> dict:
+    # One literal_eval over all the values: its per-call set-up costs more than reading a small literal.
+    values = ast.literal_eval(ast.List([kw.value for kw in call.keywords], ast.Load()))
+    return {kw.arg: _lists(v) for kw, v in zip(call.keywords, values)}
 
 
 def _lists(value: Any) -> Any:

@@ -1,7 +1,7 @@
 """Property tests over random schemas of the supported subset and random malformed input.
 
 For every generated schema: it compiles, its grammar passed llguidance's check, and for instances drawn by
-hypothesis-jsonschema the canonical rendering is accepted by lark and by a real `TokenMatcher` walk over the
+hypothesis-jsonschema the canonical rendering is accepted by `Grammar.accepts` and by a real `TokenMatcher` walk over the
 tokenizer's ids, and parses back (through `compile_tools`) to a valid call with the same arguments. Random
 tool lists, schemas and messages end in a `ConstrainedFCError` subclass or succeed; nothing else escapes.
 
