@@ -1,8 +1,9 @@
-"""Compile time and mask cost for tool lists of 1, 10, 50 and 200 tools taken from BFCL, and the cost of
-reading calls back.
+"""Compile time and mask cost for tool lists of 1, 10, 50, 200, 500 and 1,000 tools taken from BFCL, and the
+cost of reading calls back.
 
 compile: `compile_tools` (tool schemas -> Lark text, metaschema checks included), then llguidance's matcher
-construction on the embedded model's tokenizer. mask: µs per `fill_mask` while a seeded random walk writes
+construction on the embedded model's tokenizer. cached: the same list again through the runtime's grammar
+cache (keyed by the tool list's content), what a repeated retrieval set or a second request pays. mask: µs per `fill_mask` while a seeded random walk writes
 calls through the grammar (every step picks a random allowed token), p50 and p99.
 
 read-back: a config-style tool of 150 optional properties (string, integer, two-value enum, in turn) called
@@ -12,11 +13,12 @@ text from elsewhere with llguidance first; `accepts_value` is `compile_schema(sc
 Bars: read-back <= 1 ms per call, accepts / accepts_value <= 50 ms. `--lark` adds the Earley parse these
 replaced (seconds per text), for comparison.
 
-    python benchmarks/compile_speed.py [--sizes 1 10 50 200] [--repeat 5] [--out results/compile_speed]
+    python benchmarks/compile_speed.py [--sizes 1 10 50 200 500 1000] [--repeat 5] [--out results/compile_speed]
     python benchmarks/compile_speed.py --readback-only [--lark] [--out results/readback]
 """
 from __future__ import annotations
 
+import json
 import statistics
 import sys
 import time
@@ -28,20 +30,29 @@ from tqdm import tqdm
 
 from constrained_fc import ToolCall, compile_schema, compile_tools
 from constrained_fc.data import BFCL_CATEGORIES, load_bfcl
-from constrained_fc.logits_processor import DEFAULT_MAX_ARRAY_ITEMS, DEFAULT_MAX_CALLS, DEFAULT_MAX_STRING_LENGTH
+from constrained_fc.logits_processor import (DEFAULT_MAX_ARRAY_ITEMS, DEFAULT_MAX_CALLS, DEFAULT_MAX_STRING_LENGTH,
+                                             _compile_cached, _tools_json)
 from constrained_fc.matcher import TokenMatcher, allocate_bitmask, unpack_bitmask
 
 
 def bfcl_tools(data=None) -> list[dict]:
-    """Distinct BFCL functions in file order (400+ across the categories)."""
-    seen, out = set(), []
+    """Distinct BFCL functions in file order: first one per name (769), then the other (name, schema)
+    versions under a suffixed name (1,123 in all), so lists up to 1,000 tools are real BFCL schemas and
+    the first 769 are the same as before."""
+    seen, out, variants, versions = set(), [], [], {}
     for cat in BFCL_CATEGORIES:
         for case in load_bfcl(cat, data_dir=data):
             for fn in case.functions:
-                if fn["name"] not in seen:
-                    seen.add(fn["name"])
+                key = json.dumps(fn, sort_keys=True)
+                if key in seen:
+                    continue
+                seen.add(key)
+                n = versions[fn["name"]] = versions.get(fn["name"], 0) + 1
+                if n == 1:
                     out.append(fn)
-    return out
+                else:
+                    variants.append(dict(fn, name=f"{fn['name']}_v{n}"))
+    return out + variants
 
 
 def compile_ms(tools, repeat: int) -> float:
@@ -51,6 +62,19 @@ def compile_ms(tools, repeat: int) -> float:
         compile_tools(tools, max_calls=DEFAULT_MAX_CALLS, max_string_length=DEFAULT_MAX_STRING_LENGTH,
                       max_array_items=DEFAULT_MAX_ARRAY_ITEMS,
                       warn=False)
+        times.append(1e3 * (time.perf_counter() - t0))
+    return statistics.median(times)
+
+
+def cached_ms(tools, repeat: int) -> float:
+    """A repeated tool list through the runtime's grammar cache (what `CallPlan` calls)."""
+    args = ("mistral", True, None, DEFAULT_MAX_CALLS, DEFAULT_MAX_STRING_LENGTH, DEFAULT_MAX_ARRAY_ITEMS,
+            "canonical")
+    _compile_cached(_tools_json(tools), *args)
+    times = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        _compile_cached(_tools_json(tools), *args)
         times.append(1e3 * (time.perf_counter() - t0))
     return statistics.median(times)
 
@@ -96,9 +120,12 @@ def measure(sizes, repeat, steps, data=None, tokenizer=None) -> list[dict]:
         g = compile_tools(tools, max_calls=DEFAULT_MAX_CALLS, max_string_length=DEFAULT_MAX_STRING_LENGTH,
                       max_array_items=DEFAULT_MAX_ARRAY_ITEMS,
                           warn=False)
+        if len(tools) < n:
+            raise SystemExit(f"only {len(tools)} distinct BFCL tools for --sizes {n}")
         ms = compile_ms(tools, repeat)
         times, build_ms = mask_walk(g, tokenizer, steps)
-        rows.append({"tools": n, "compile_ms": round(ms, 2), "matcher_ms": round(build_ms, 2),
+        rows.append({"tools": n, "compile_ms": round(ms, 2), "cached_ms": round(cached_ms(tools, repeat), 3),
+                     "matcher_ms": round(build_ms, 2),
                      "grammar_lines": len(g.lark.splitlines()), "mask_us_p50": round(pct(times, 0.5), 1),
                      "mask_us_p99": round(pct(times, 0.99), 1), "mask_samples": len(times)})
     return rows
@@ -176,7 +203,7 @@ def readback_md(rows: list[dict]) -> str:
 
 def main(argv=None) -> int:
     ap = parser(__doc__.splitlines()[0], "compile_speed")
-    ap.add_argument("--sizes", type=int, nargs="+", default=[1, 10, 50, 200])
+    ap.add_argument("--sizes", type=int, nargs="+", default=[1, 10, 50, 200, 500, 1000])
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--steps", type=int, default=2000, help="mask samples per tool list")
     ap.add_argument("--readback-only", action="store_true",
@@ -197,9 +224,9 @@ def main(argv=None) -> int:
     for r in rows:
         print(r)
     md = "# Compile time and mask cost\n\n" + md_table(
-        rows, ["tools", "compile_ms", "matcher_ms", "grammar_lines", "mask_us_p50", "mask_us_p99"],
-        ["tools", "compile_tools ms (median)", "llguidance matcher ms", "grammar lines", "mask µs p50",
-         "mask µs p99"]) + "\n\n" + readback_md(readback)
+        rows, ["tools", "compile_ms", "cached_ms", "matcher_ms", "grammar_lines", "mask_us_p50", "mask_us_p99"],
+        ["tools", "compile_tools ms (median)", "repeated list ms (cache)", "llguidance matcher ms",
+         "grammar lines", "mask µs p50", "mask µs p99"]) + "\n\n" + readback_md(readback)
     write_results(args.out, rows, md, {"readback": readback})
     print(f"wrote {args.out}")
     return 0 if ok else 1

@@ -404,9 +404,10 @@ class _Decoder:
         reply = parse_body(plan.grammar, content, body, trusted=True)
         self.stats.duplicates_dropped += reply.duplicates_dropped
         if finish != "length" and not reply.complete:
-            # llguidance finished the grammar but lark cannot parse the text: an engine disagreement, never
+            # llguidance finished the grammar but the text does not read back as calls: a disagreement, never
             # expected. Report it on the result instead of raising mid-conversation; no call is presented.
-            warnings.warn(f"call text accepted by llguidance but not by lark: {body[:200]!r}", RuntimeWarning)
+            warnings.warn(f"call text accepted by llguidance does not read back as calls: {body[:200]!r}",
+                          RuntimeWarning)
             return Result(content=content, finish_reason=finish, stats=self.stats, text=text,
                           error="call text did not parse")
         for call, state in zip(reply.tool_calls, self._stream_state):
