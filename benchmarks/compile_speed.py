@@ -15,6 +15,7 @@ replaced (seconds per text), for comparison.
 
     python benchmarks/compile_speed.py [--sizes 1 10 50 200 500 1000] [--repeat 5] [--out results/compile_speed]
     python benchmarks/compile_speed.py --readback-only [--lark] [--out results/readback]
+    python benchmarks/compile_speed.py --bitmask    # apply step: ours vs llguidance.torch's (printed only)
 """
 from __future__ import annotations
 
@@ -32,7 +33,7 @@ from constrained_fc import ToolCall, compile_schema, compile_tools
 from constrained_fc.data import BFCL_CATEGORIES, load_bfcl
 from constrained_fc.logits_processor import (DEFAULT_MAX_ARRAY_ITEMS, DEFAULT_MAX_CALLS, DEFAULT_MAX_STRING_LENGTH,
                                              _compile_cached, _tools_json)
-from constrained_fc.matcher import TokenMatcher, allocate_bitmask, unpack_bitmask
+from constrained_fc.matcher import TokenMatcher, allocate_bitmask, apply_bitmask, unpack_bitmask
 
 
 def bfcl_tools(data=None) -> list[dict]:
@@ -201,6 +202,36 @@ def readback_md(rows: list[dict]) -> str:
             "the first check of a grammar also builds its llguidance matcher). Medians.\n")
 
 
+def measure_bitmask(vocab: int = 49152, number: int = 200) -> tuple[list[dict], float, float]:
+    """µs per call of `apply_bitmask` and of llguidance's torch.compile'd `apply_token_bitmask_inplace`, on a
+    mask allowing 3 tokens and on random bits; seconds to import llguidance.torch and of its first call."""
+    import timeit
+
+    t0 = time.perf_counter()
+    from llguidance.torch import apply_token_bitmask_inplace
+    import_s = time.perf_counter() - t0
+
+    # One thread: a few hundred µs of work is too little to share, and the numbers stay comparable.
+    torch.set_num_threads(1)
+    words = (vocab + 31) // 32
+    t0 = time.perf_counter()
+    apply_token_bitmask_inplace(torch.zeros(1, vocab), torch.zeros(1, words, dtype=torch.int32))
+    first = time.perf_counter() - t0
+    rows = []
+    for batch in (1, 8):
+        few = torch.zeros(batch, words, dtype=torch.int32)
+        few[:, 3] = 0b1011
+        masks = {"3 allowed": few, "random": torch.randint(-2**31, 2**31 - 1, (batch, words), dtype=torch.int32)}
+        for name, mask in masks.items():
+            logits = torch.randn(batch, vocab)
+            row = {"batch": batch, "mask": name}
+            for key, fn in (("ours_us", apply_bitmask), ("llg_us", apply_token_bitmask_inplace)):
+                best = min(timeit.repeat(lambda: fn(logits, mask), number=number, repeat=5))
+                row[key] = round(1e6 * best / number, 1)
+            rows.append(row)
+    return rows, import_s, first
+
+
 def main(argv=None) -> int:
     ap = parser(__doc__.splitlines()[0], "compile_speed")
     ap.add_argument("--sizes", type=int, nargs="+", default=[1, 10, 50, 200, 500, 1000])
@@ -210,7 +241,14 @@ def main(argv=None) -> int:
                     help="only the read-back / accepts section (default --out results/readback)")
     ap.add_argument("--readback-repeat", type=int, default=20)
     ap.add_argument("--lark", action="store_true", help="also time lark's Earley parse of the same texts (slow)")
+    ap.add_argument("--bitmask", action="store_true", help="only time the logits-masking step (see matcher.py)")
     args = ap.parse_args(argv)
+    if args.bitmask:
+        rows, import_s, first = measure_bitmask()
+        for r in rows:
+            print(r)
+        print(f"llguidance.torch: import {import_s:.2f} s, first call (torch.compile) {first:.2f} s")
+        return 0
     readback = measure_readback(args.readback_repeat, args.lark)
     for r in readback:
         print(r)

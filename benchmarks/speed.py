@@ -38,6 +38,7 @@ from tqdm import tqdm
 from transformers import LogitsProcessorList, StoppingCriteria, StoppingCriteriaList
 
 import compile_speed
+from constrained_fc.call_scanner import closing_bracket
 from constrained_fc.chat import TOOL_CALLS, render_prompt
 from constrained_fc.errors import GrammarMismatchError
 from constrained_fc.logits_processor import (DEFAULT_MAX_ARRAY_ITEMS, DEFAULT_MAX_CALLS,
@@ -66,29 +67,6 @@ ENGINES = (TO_EOS, STOP_AT_END) + OURS + PEERS
 
 
 # -- the stricter baseline: stop once a complete JSON list has been written ------------------------------------
-def _list_end(text: str, start: int) -> int | None:
-    """Index just past the `]` closing the `[` at `start` (brackets inside JSON strings ignored), or None."""
-    depth, in_string, escaped = 0, False, False
-    for i in range(start, len(text)):
-        ch = text[i]
-        if in_string:
-            if escaped:
-                escaped = False
-            elif ch == "\\":
-                escaped = True
-            elif ch == '"':
-                in_string = False
-        elif ch == '"':
-            in_string = True
-        elif ch == "[":
-            depth += 1
-        elif ch == "]":
-            depth -= 1
-            if depth == 0:
-                return i + 1
-    return None
-
-
 def call_list_span(text: str) -> tuple[int, int] | None:
     """(start, end) of the first top-level `[...]` in `text` that `json.loads` accepts, else None. A balanced
     list that does not load is skipped as a whole (a list nested inside it is not top-level)."""
@@ -97,9 +75,10 @@ def call_list_span(text: str) -> tuple[int, int] | None:
         start = text.find("[", i)
         if start < 0:
             return None
-        end = _list_end(text, start)
+        end = closing_bracket(text, start)
         if end is None:
             return None  # still open: not complete yet
+        end += 1
         try:
             json.loads(text[start:end])
             return start, end

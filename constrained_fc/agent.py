@@ -2,7 +2,6 @@
 append their results as `tool` messages, and continue until the model answers in text or `max_steps`."""
 from __future__ import annotations
 
-import inspect
 import json
 import math
 import threading
@@ -173,16 +172,3 @@ def run_agent(model, tokenizer, messages, tools, functions, *, max_steps: int = 
                              "content": result_text(output, max_result_chars)})
         choice = "auto"
     return AgentResult(messages, steps, "max_steps")
-
-
-def signature_tool(fn: Callable) -> dict:
-    """A minimal tool definition from a Python function's signature (str/int/float/bool annotations)."""
-    kinds = {str: "string", int: "integer", float: "number", bool: "boolean", list: "array", dict: "object"}
-    props, required = {}, []
-    for p in inspect.signature(fn).parameters.values():
-        props[p.name] = {"type": kinds[p.annotation]} if p.annotation in kinds else {}
-        if p.default is inspect.Parameter.empty:
-            required.append(p.name)
-    return {"type": "function", "function": {"name": fn.__name__, "description": (fn.__doc__ or "").strip(),
-                                             "parameters": {"type": "object", "properties": props,
-                                                            "required": required}}}

@@ -13,6 +13,32 @@ _OPEN = {"{": "}", "[": "]", "(": ")"}
 _NAME_RE = re.compile(r'\{\s*"name"\s*:\s*"((?:[^"\\]|\\.)*)"\s*,\s*"arguments"\s*:\s*')
 
 
+def closing_bracket(text: str, start: int, quotes: str = '"') -> int | None:
+    """Index of the bracket closing the one at `text[start]`, or None while it is open. Brackets of other kinds
+    do not count, nor does anything inside a string opened by one of `quotes` (backslash escapes honoured):
+    for reading one bracketed piece out of text that need not be well formed."""
+    opener, i = text[start], start
+    closer = _OPEN[opener]
+    depth, quote = 0, None
+    while i < len(text):
+        ch = text[i]
+        if quote:
+            if ch == "\\":
+                i += 1
+            elif ch == quote:
+                quote = None
+        elif ch in quotes:
+            quote = ch
+        elif ch == opener:
+            depth += 1
+        elif ch == closer:
+            depth -= 1
+            if depth == 0:
+                return i
+        i += 1
+    return None
+
+
 @dataclass
 class CallSpan:
     start: int

@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import json
 import re
-import uuid
 from typing import Any, Iterable, Mapping, Sequence
 
 from .errors import ConstrainedFCError
+from .tools import new_call_id
 
 AVAILABLE_TOOLS = "[AVAILABLE_TOOLS]"
 END_AVAILABLE_TOOLS = "[/AVAILABLE_TOOLS]"
@@ -100,10 +100,6 @@ class ChatFormatError(ConstrainedFCError):
         super().__init__(message if index is None else f"message #{index}: {message}")
 
 
-def _new_call_id() -> str:
-    return "call_" + uuid.uuid4().hex[:12]
-
-
 def _text(content: Any, index: int, role: str) -> str:
     """Message content as one string; OpenAI's list-of-parts form is joined when every part is text."""
     if isinstance(content, str):
@@ -145,7 +141,7 @@ def _normalize_call(raw: Any, index: int, position: int) -> dict:
         raise ChatFormatError(f"tool call #{position} has no function name", index=index)
     call_id = raw.get("id")
     if not isinstance(call_id, str) or not call_id:
-        call_id = _new_call_id()
+        call_id = new_call_id()
     return {"id": call_id, "type": "function",
             "function": {"name": name, "arguments": _decode_arguments(fn.get("arguments"), index, name)}}
 

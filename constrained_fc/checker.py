@@ -23,9 +23,8 @@ import warnings
 from dataclasses import dataclass
 from typing import Any, Iterable, Mapping
 
-import jsonschema
-
-from .tools import normalize_tools
+from .call_scanner import closing_bracket
+from .tools import normalize_tools, schema_validator
 
 __all__ = ["CheckResult", "check_calls", "parse_lenient", "hallucination_kind", "standardize_string"]
 
@@ -454,28 +453,6 @@ def _paren_pairs(text: str) -> dict[int, int]:
     return pairs
 
 
-def _quoted_end(text: str, open_at: int) -> int | None:
-    """The parenthesis closing the one at `open_at`, skipping quoted strings (for `f(a=")")`)."""
-    depth, i, quote = 0, open_at, None
-    while i < len(text):
-        ch = text[i]
-        if quote:
-            if ch == "\\":
-                i += 1
-            elif ch == quote:
-                quote = None
-        elif ch in "'\"":
-            quote = ch
-        elif ch == "(":
-            depth += 1
-        elif ch == ")":
-            depth -= 1
-            if depth == 0:
-                return i
-        i += 1
-    return None
-
-
 def _parse_call_at(text: str, start: int, end: int) -> tuple[ast.AST | None, bool]:
     """(call node or None, whether the slice was valid Python)."""
     try:
@@ -499,7 +476,7 @@ def _embedded_python(text: str) -> list[Call]:
         if end is not None:
             node, parsed = _parse_call_at(text, m.start(), end)
             if not parsed:  # perhaps a parenthesis inside a string literal
-                end = _quoted_end(text, open_at)
+                end = closing_bracket(text, open_at, quotes="'\"")  # for `f(a=")")`
                 node = _parse_call_at(text, m.start(), end)[0] if end is not None else None
             call = _call_from_ast(node, True) if node is not None else None
         if call:
@@ -641,11 +618,6 @@ def _normalized(tools: Any) -> list:
     return list(_tools_from_json(key))
 
 
-@functools.lru_cache(maxsize=1024)
-def _validator(schema_key: str) -> jsonschema.Draft202012Validator:
-    return jsonschema.Draft202012Validator(json.loads(schema_key))
-
-
 def hallucination_kind(call: Any, tools: Any) -> str | None:
     """"unknown_function" if the call names no tool; "schema_violation" if its arguments fail the tool's
     JSON Schema (Draft 2020-12, after BFCL -> JSON Schema conversion) or include a parameter the schema does
@@ -662,7 +634,8 @@ def hallucination_kind(call: Any, tools: Any) -> str | None:
     if isinstance(props, dict) and any(k not in props for k in args):
         return "schema_violation"
     try:
-        valid = _validator(json.dumps(schema, sort_keys=True)).is_valid(args)
+        # `format` is not asserted here (it never was), so hallucination counts stay comparable with past runs.
+        valid = schema_validator(json.dumps(schema, sort_keys=True), formats=False).is_valid(args)
     except (TypeError, ValueError):  # arguments that are not JSON data cannot satisfy a JSON Schema
         return "schema_violation"
     return None if valid else "schema_violation"

@@ -31,6 +31,10 @@ def ll_tokenizer(tokenizer, n_vocab: int | None = None) -> llguidance.LLTokenize
         return per_tok[n_vocab]
 
 
+# The bitmask helpers are our own rather than llguidance.torch's (allocate_token_bitmask,
+# fill_next_token_bitmask, apply_token_bitmask_inplace): importing llguidance.torch wraps its apply kernel in
+# torch.compile, which loads the compiler stack: 1.1-1.7 s more per process even after transformers' model
+# code (measured on 2 busy CPU cores), for helpers of a line or two. Its apply step itself: see `apply_bitmask`.
 def allocate_bitmask(batch: int, n_vocab: int) -> torch.Tensor:
     return torch.full((batch, (n_vocab + 31) // 32), -1, dtype=torch.int32)
 
@@ -47,9 +51,14 @@ def unpack_bitmask(bitmask: torch.Tensor, vocab: int) -> torch.Tensor:
     return bits[:, :vocab]
 
 
+# llguidance's apply_token_bitmask_inplace is torch.compile'd, so it needs a C++ toolchain and its first call
+# in a process compiles (measured, 2 busy CPU cores, vocab 49,152: 22-24 s with a cold inductor cache,
+# 2.6-3 s warm, 1.5 s more for a new batch size). Per call it is faster (batch 1: 28-55 µs vs 70-140 µs here;
+# batch 8: 60-100 µs vs 600-2,200 µs), but our callers mask one row at a time, next to a forward pass of
+# milliseconds, so its warm-up would be repaid only after some 30,000 tokens in one process.
+# `python benchmarks/compile_speed.py --bitmask` measures both.
 def apply_bitmask(logits: torch.Tensor, bitmask: torch.Tensor) -> None:
-    """Set disallowed logits to -inf in place. logits: (batch, vocab); bitmask: (batch, ceil(vocab/32)) int32.
-    Vectorised bit unpacking (no torch.compile: it would need a C++ toolchain and seconds of warm-up)."""
+    """Set disallowed logits to -inf in place. logits: (batch, vocab); bitmask: (batch, ceil(vocab/32)) int32."""
     allowed = unpack_bitmask(bitmask, logits.shape[1]).to(logits.device)
     logits.masked_fill_(~allowed, float("-inf"))
 

@@ -3,9 +3,9 @@
 The grammar text is the artefact: deterministic (the same schema gives byte-identical text, so it can be
 cached by hash), readable (rule names come from tool and property names), and run by llguidance both to
 constrain generation and to decide which texts are accepted (language.py), so one engine decides. It also
-stays parseable by the `lark` package (Earley), which `Grammar.parse_tree` uses, so it is written in the
-subset of Lark both engines share: lowercase rules, uppercase regex terminals, JSON-escaped string literals,
-`?`/`*`/`~ n..m` repetition, and regexes without look-around.
+stays parseable by the `lark` package (Earley; `lark_parser`, which the read-back benchmark times against),
+so it is written in the subset of Lark both engines share: lowercase rules, uppercase regex terminals,
+JSON-escaped string literals, `?`/`*`/`~ n..m` repetition, and regexes without look-around.
 """
 from __future__ import annotations
 
@@ -21,8 +21,8 @@ from typing import Any
 
 import lark
 
-from .errors import ConstrainedFCError, GrammarMismatchError, ToolSchemaError
-from .language import in_language, mismatch
+from .errors import ConstrainedFCError, ToolSchemaError
+from .language import in_language
 from .tools import check_schema
 from .schema_ir import (AnyNode, ArrayNode, ConstNode, IRBuilder, NeverNode, Node, ObjectNode, Policy, RefNode,
                         Relaxation, ScalarNode, UnionNode, _json_equal)
@@ -509,21 +509,6 @@ class Grammar:
         self.dialect = dialect
         self.relaxations = relaxations
 
-    @property
-    def parser(self) -> lark.Lark:
-        return lark_parser(self.lark)
-
-    def parse_tree(self, text: str) -> lark.Tree:
-        """lark's parse tree of an accepted text: the one thing lark is still used for, as it is slow (seconds
-        for an object of a hundred optional properties). Whether the text is accepted is llguidance's verdict."""
-        problem = mismatch(self.lark, text)
-        if problem is not None:
-            raise GrammarMismatchError(f"text is not accepted by the grammar: {problem}")
-        try:
-            return self.parser.parse(text)
-        except lark.exceptions.LarkError as e:
-            raise GrammarMismatchError(f"llguidance accepts the text but lark cannot parse it: {_short(e)}") from None
-
     def accepts(self, text: str) -> bool:
         return in_language(self.lark, text)
 
@@ -539,10 +524,6 @@ class Grammar:
 
     def __repr__(self) -> str:
         return f"Grammar({len(self.lark.splitlines())} lines, {len(self.relaxations)} relaxations)"
-
-
-def _short(e: Exception) -> str:
-    return str(e).strip().splitlines()[0][:200]
 
 
 def warn_relaxed(relaxations: list[Relaxation], what: str) -> None:

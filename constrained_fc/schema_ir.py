@@ -312,7 +312,6 @@ class IRBuilder:
         reg = reg.with_resource(base, resource).crawl()
         self.resolver = reg.resolver(base_uri=base)
         self._refs: dict[tuple, RefNode] = {}
-        self.ref_nodes: list[RefNode] = []
         self._draft = legacy_draft(schema)  # the draft in force where the builder is (None: 2020-12)
 
     # -- policy -------------------------------------------------------------------------------------------
@@ -450,7 +449,6 @@ class IRBuilder:
         name = ref.rstrip("/").split("/")[-1].split("#")[-1] or "root"
         rnode = RefNode(name=name, hint=name)
         self._refs[key] = rnode
-        self.ref_nodes.append(rnode)
         rnode.target = self.node(resolved.contents, path, name, resolved.resolver)
         return rnode
 

@@ -3,7 +3,6 @@ with parse (text -> validated `ToolCall`s) and render (calls -> canonical text).
 from __future__ import annotations
 
 import ast
-import functools
 import hashlib
 import json
 import keyword
@@ -18,10 +17,9 @@ from .language import in_language, mismatch
 from .schema_compiler import (Dialect, LarkEmitter, check_grammar, Renderer, lark_literal, load_template, rule_name,
                               warn_relaxed, _PY_IDENT)
 from .schema_ir import IRBuilder, NeverNode, ObjectNode, Policy, Relaxation
-from .tools import Tool, ToolCall, normalize_tools
+from .tools import Tool, ToolCall, normalize_tools, schema_validator
 
 FORMATS = ("mistral", "hermes", "python")
-TRIGGERS = {"mistral": "[TOOL_CALLS]", "hermes": "<tool_call>", "python": ""}
 TOOL_CHOICES = ("auto", "required", "none")
 
 
@@ -63,8 +61,7 @@ class ToolGrammar:
     `.render(calls)` all work on the full text."""
 
     def __init__(self, tools: list[Tool], spec: EnvelopeSpec, lark_text: str, body_lark: str,
-                 args_nodes: dict, call_rules: dict, dialect: Dialect, relaxations: list[Relaxation],
-                 options: dict):
+                 args_nodes: dict, call_rules: dict, dialect: Dialect, relaxations: list[Relaxation]):
         self.tools = tools
         self.format = spec.format
         self.trigger = spec.trigger
@@ -72,7 +69,6 @@ class ToolGrammar:
         self.body_lark = body_lark
         self.dialect = dialect
         self.relaxations = relaxations
-        self.options = options
         self._args_nodes = args_nodes
         self._call_rules = call_rules  # rule name -> tool name
         self._tools = {t.name: t for t in tools}
@@ -138,7 +134,7 @@ class ToolGrammar:
             return f"unknown function {name!r}"
         validator = self._validators.get(name)
         if validator is None:  # kept per tool: serialising a large schema for the shared cache's key is not free
-            validator = self._validators[name] = _validator(json.dumps(tool.parameters))
+            validator = self._validators[name] = schema_validator(json.dumps(tool.parameters))
         if validator.is_valid(args):  # the common case, without building errors to rank
             return None
         err = jsonschema.exceptions.best_match(validator.iter_errors(args))
@@ -167,13 +163,6 @@ class ToolGrammar:
 
     def __repr__(self) -> str:
         return f"ToolGrammar(format={self.format!r}, tools={len(self.tool_names)}, lines={len(self.lark.splitlines())})"
-
-
-@functools.lru_cache(maxsize=1024)
-def _validator(schema_json: str):
-    # Formats are asserted for tool arguments (the grammar enforces them too), as OpenAI's strict mode does.
-    return jsonschema.Draft202012Validator(json.loads(schema_json),
-                                          format_checker=jsonschema.Draft202012Validator.FORMAT_CHECKER)
 
 
 _HERMES_CLOSE = "\n</tool_call>"
@@ -320,10 +309,7 @@ def compile_tools(tools: Sequence[Any], *, format: str = "mistral", parallel: bo
     check_grammar(body_text)  # the grammar the matcher runs (the full one only adds the trigger literal)
     if warn:
         warn_relaxed(relaxations, "tools")
-    options = dict(format=format, parallel=parallel, tool_choice=tool_choice, whitespace=whitespace,
-                   strict=strict, max_calls=max_calls, max_string_length=max_string_length,
-                   max_array_items=max_array_items)
-    return ToolGrammar(norm, spec, text, body_text, args_nodes, call_rules, dialect, relaxations, options)
+    return ToolGrammar(norm, spec, text, body_text, args_nodes, call_rules, dialect, relaxations)
 
 
 def _more(item: str, most: int | None) -> str:

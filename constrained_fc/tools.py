@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import copy
+import functools
 import json
 import math
 import re
@@ -45,8 +46,17 @@ class Tool:
         return {"type": "function", "function": fn}
 
 
-def _new_call_id() -> str:
+def new_call_id() -> str:
     return "call_" + uuid.uuid4().hex[:12]
+
+
+@functools.lru_cache(maxsize=1024)
+def schema_validator(schema_json: str, *, formats: bool = True) -> jsonschema.Draft202012Validator:
+    """A validator for a (normalised) argument schema given as JSON text, cached: building one is the slow part
+    of checking a call, and callers see the same few schemas again and again. `formats`: assert ``format`` (as
+    OpenAI's strict mode does, and as the grammar does) rather than treat it as an annotation."""
+    checker = jsonschema.Draft202012Validator.FORMAT_CHECKER if formats else None
+    return jsonschema.Draft202012Validator(json.loads(schema_json), format_checker=checker)
 
 
 @dataclass
@@ -56,7 +66,7 @@ class ToolCall:
 
     name: str
     arguments: dict
-    id: str = field(default_factory=_new_call_id)
+    id: str = field(default_factory=new_call_id)
     error: str | None = None
 
     @property

@@ -224,7 +224,9 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def _add_evaluate(sub: argparse._SubParsersAction) -> None:
-    from .evaluate import BFCL_SETS, MODES
+    from constrained_fc.data import BFCL_CATEGORIES
+
+    from .evaluate import MODES
 
     p = sub.add_parser("evaluate", help="score tool calling (held-out split, BFCL) before / after fine-tuning",
                        description="Unconstrained (model.generate + parse_lenient) and constrained "
@@ -235,8 +237,8 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
                         "twice for before / after")
     p.add_argument("--label", action="append", default=None, help="display name per --model, in order")
     p.add_argument("--eval", metavar="FILE", help="held-out conversations (e.g. eval.jsonl of synth --holdout tools)")
-    p.add_argument("--bfcl", nargs="*", choices=BFCL_SETS, default=None, metavar="CATEGORY",
-                   help=f"BFCL v3 categories ({', '.join(BFCL_SETS)})")
+    p.add_argument("--bfcl", nargs="*", choices=BFCL_CATEGORIES, default=None, metavar="CATEGORY",
+                   help=f"BFCL v3 categories ({', '.join(BFCL_CATEGORIES)})")
     p.add_argument("--bfcl-data", metavar="DIR", default=None, help="data folder holding bfcl/ (default: shared)")
     p.add_argument("--limit", type=int, default=20,
                    help="items per set (held-out turns / BFCL questions); 0: every item")

@@ -30,12 +30,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
-import jsonschema
-
 from constrained_fc.errors import ToolSchemaError
 from constrained_fc.tools import NAME_RE
 from constrained_fc.tools import normalize_tool as _library_normalize_tool
 from constrained_fc.tools import normalize_tools as _library_normalize_tools
+from constrained_fc.tools import schema_validator
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +45,6 @@ _FORMAT_ALIASES = {"auto": "auto", "function_call": "function_call", "training":
                    "sharegpt": "sharegpt", "glaive": "sharegpt"}
 HOLDOUTS = ("random", "tools", "templates")
 _MAX_LOGGED_ERRORS = 20  # per file; the rest are still in LoadReport.errors
-_FORMAT_CHECKER = jsonschema.Draft202012Validator.FORMAT_CHECKER
 
 
 class RecordError(ValueError):
@@ -197,25 +195,12 @@ def normalize_tools(raw: Any) -> list[dict]:
         raise _tool_error(e) from None
 
 
-_VALIDATORS: dict[str, jsonschema.Draft202012Validator] = {}
-
-
-def _validator(schema: dict) -> jsonschema.Draft202012Validator:
-    # Records of one file usually share a handful of schemas; building a validator per call is the slow part.
-    key = json.dumps(schema, sort_keys=True)
-    v = _VALIDATORS.get(key)
-    if v is None:
-        if len(_VALIDATORS) > 4096:
-            _VALIDATORS.clear()
-        v = _VALIDATORS[key] = jsonschema.Draft202012Validator(schema, format_checker=_FORMAT_CHECKER)
-    return v
-
-
 def call_errors(tool: dict, arguments: Any) -> list[str]:
     """Why `arguments` fail `tool`'s parameters (OpenAI-form tool), as readable strings; [] when valid."""
     if not isinstance(arguments, dict):
         return [f"arguments must be a JSON object, got {type(arguments).__name__}"]
-    errs = sorted(_validator(tool["function"]["parameters"]).iter_errors(arguments),
+    validator = schema_validator(json.dumps(tool["function"]["parameters"], sort_keys=True))
+    errs = sorted(validator.iter_errors(arguments),
                   key=lambda e: list(map(str, e.absolute_path)))
     return [f"at /{'/'.join(map(str, e.absolute_path))}: {e.message}" for e in errs]
 
@@ -595,30 +580,15 @@ def _iter_examples(path: Path, fmt: str, report: LoadReport,
         yield ex
 
 
-def _iter_format(path: str | Path, fmt: str, report: LoadReport | None) -> Iterator[Example]:
+def iter_messages_jsonl(path: str | Path, report: LoadReport | None = None) -> Iterator[Example]:
+    """Stream OpenAI / Mistral ``{"messages", "tools"}`` records; bad records go to `report`."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no such data file: {path}")
     if report is None:
         report = LoadReport()
-    report.path, report.format = str(path), fmt
-    yield from _iter_examples(path, fmt, report)
-
-
-def iter_function_call_jsonl(path: str | Path, report: LoadReport | None = None) -> Iterator[Example]:
-    """Stream the training-file format (``user`` / ``function_call`` / ``functions``); bad records go to
-    `report`."""
-    return _iter_format(path, "function_call", report)
-
-
-def iter_messages_jsonl(path: str | Path, report: LoadReport | None = None) -> Iterator[Example]:
-    """Stream OpenAI / Mistral ``{"messages", "tools"}`` records; bad records go to `report`."""
-    return _iter_format(path, "messages", report)
-
-
-def iter_sharegpt(path: str | Path, report: LoadReport | None = None) -> Iterator[Example]:
-    """Stream ShareGPT / Glaive conversations (JSON array or JSONL); bad records go to `report`."""
-    return _iter_format(path, "sharegpt", report)
+    report.path, report.format = str(path), "messages"
+    yield from _iter_examples(path, "messages", report)
 
 
 def load_examples(path: str | Path, format: str = "auto") -> tuple[list[Example], LoadReport]:

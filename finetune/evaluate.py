@@ -39,12 +39,11 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from constrained_fc.checker import check_calls, hallucination_kind, parse_lenient
+from constrained_fc.data import BFCL_CATEGORIES
 
 MODES = ("unconstrained", "constrained")
-BFCL_SETS = ("simple", "multiple", "parallel", "parallel_multiple", "irrelevance")
-SET_TITLES = {"heldout": "held-out split", "sealtools_unseen": "Seal-Tools unseen tools", "bfcl_simple": "BFCL simple", "bfcl_multiple": "BFCL multiple",
-              "bfcl_parallel": "BFCL parallel", "bfcl_parallel_multiple": "BFCL parallel_multiple",
-              "bfcl_irrelevance": "BFCL irrelevance"}
+SET_TITLES = {"heldout": "held-out split", "sealtools_unseen": "Seal-Tools unseen tools",
+              **{f"bfcl_{c}": f"BFCL {c}" for c in BFCL_CATEGORIES}}
 
 PLAIN_PROMPTS = (
     "What is the capital of France?",

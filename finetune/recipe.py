@@ -54,7 +54,9 @@ def build(recipe: str | Path, out: str | Path, ship: str | Path | None, *, data_
     from constrained_fc.data import data_dir as resolve_data_dir
 
     from .chat_answers import generate_answers
-    from .train import last_checkpoint, train
+    from transformers.trainer_utils import get_last_checkpoint
+
+    from .train import train
 
     mix_cfg, train_fields = read_recipe(recipe)
     if data_dir:
@@ -76,7 +78,7 @@ def build(recipe: str | Path, out: str | Path, ship: str | Path | None, *, data_
           file=sys.stderr)
 
     config = TrainConfig(**{**train_fields, "data": str(data_file), "out": str(out),
-                            "resume": last_checkpoint(out) is not None})
+                            "resume": get_last_checkpoint(out) is not None})
     result = train(config)
     record = {"recipe": Path(recipe).name, "command": command, "data": _relative_sources(report, root),
               "mix": {**{k: v for k, v in mix_cfg.__dict__.items() if k != "data_dir"},

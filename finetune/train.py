@@ -260,16 +260,6 @@ def bf16_available() -> bool:
         return False
 
 
-def last_checkpoint(folder: str | Path) -> Path | None:
-    """The newest ``checkpoint-N`` folder in `folder` (by N), or None."""
-    best = None
-    for p in Path(folder).glob("checkpoint-*"):
-        suffix = p.name.rsplit("-", 1)[-1]
-        if p.is_dir() and suffix.isdigit() and (best is None or int(suffix) > int(best.name.rsplit("-", 1)[-1])):
-            best = p
-    return best
-
-
 # ---------------------------------------------------------------------------------------------- the trainer
 def _sft_trainer_class():
     import torch
@@ -439,9 +429,13 @@ def train(config: TrainConfig | dict) -> TrainResult:
     out = Path(config.out)
     resume_from = None
     if config.resume:
-        resume_from = last_checkpoint(out)
-        if resume_from is None:
+        from transformers.trainer_utils import get_last_checkpoint
+
+        # get_last_checkpoint lists the folder, so a missing one must be caught first.
+        newest = get_last_checkpoint(out) if out.is_dir() else None
+        if newest is None:
             raise ConfigError(f"--resume: no checkpoint-N folder in {out}")
+        resume_from = Path(newest)
     out.mkdir(parents=True, exist_ok=True)
 
     import warnings
@@ -563,4 +557,4 @@ def train(config: TrainConfig | dict) -> TrainResult:
 
 __all__ = ["train", "TrainConfig", "TrainResult", "Features", "build_features", "encode_conversation",
            "prepare_dataset", "prepare_features", "trained_turns", "fc_token_ids", "auto_threads",
-           "last_checkpoint", "plot_loss", "PrepReport"]
+           "plot_loss", "PrepReport"]

@@ -180,13 +180,6 @@ def test_big_object_accepts_value_and_accepts():
     assert not closed.accepts_value({**BIG_VALUE, "extra": 1})
 
 
-def test_parse_tree_is_lark_only_after_llguidance_accepts():
-    g = cf.compile_schema({"type": "object", "properties": {"a": {"type": "integer"}}})
-    assert isinstance(g.parse_tree('{"a": 119}'), lark.Tree)
-    with pytest.raises(GrammarMismatchError, match="not accepted"):
-        g.parse_tree('{"a": 1.5}')
-
-
 def test_trusted_read_back_runs_neither_lark_nor_a_grammar_check(monkeypatch):
     def boom(*a, **k):
         raise AssertionError("the fast path ran a parser")
