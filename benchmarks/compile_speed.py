@@ -30,10 +30,10 @@ import torch
 from tqdm import tqdm
 
 from constrained_fc import ToolCall, compile_schema, compile_tools
-from constrained_fc.data import BFCL_CATEGORIES, load_bfcl
-from constrained_fc.logits_processor import (DEFAULT_MAX_ARRAY_ITEMS, DEFAULT_MAX_CALLS, DEFAULT_MAX_STRING_LENGTH,
-                                             _compile_cached, _tools_json)
-from constrained_fc.matcher import TokenMatcher, allocate_bitmask, apply_bitmask, unpack_bitmask
+from constrained_fc.eval.data import BFCL_CATEGORIES, load_bfcl
+from constrained_fc.runtime.plan import (DEFAULT_MAX_ARRAY_ITEMS, DEFAULT_MAX_CALLS, DEFAULT_MAX_STRING_LENGTH,
+                                         _compile_cached, _tools_json)
+from constrained_fc.runtime.matcher import TokenMatcher, allocate_bitmask, apply_bitmask, unpack_bitmask
 
 
 def bfcl_tools(data=None) -> list[dict]:
@@ -156,7 +156,7 @@ def _ms(fn, repeat: int) -> tuple[float, float]:
 
 
 def measure_readback(repeat: int, with_lark: bool) -> list[dict]:
-    from constrained_fc.schema_compiler import lark_parser
+    from constrained_fc.compiler.schema_compiler import lark_parser
     schema, value = config_tool()
     rows = []
     for fmt in ("mistral", "hermes", "python"):

@@ -38,14 +38,13 @@ from tqdm import tqdm
 from transformers import LogitsProcessorList, StoppingCriteria, StoppingCriteriaList
 
 import compile_speed
-from constrained_fc.call_scanner import closing_bracket
+from constrained_fc.compiler.call_scanner import closing_bracket
 from constrained_fc.chat import TOOL_CALLS, render_prompt
 from constrained_fc.errors import GrammarMismatchError
-from constrained_fc.logits_processor import (DEFAULT_MAX_ARRAY_ITEMS, DEFAULT_MAX_CALLS,
-                                             DEFAULT_MAX_STRING_LENGTH, CallPlan,
-                                             ToolCallLogitsProcessor)
-from constrained_fc.tool_grammar import compile_tools
-from constrained_fc.tools import normalize_tools
+from constrained_fc.runtime.logits_processor import ToolCallLogitsProcessor
+from constrained_fc.runtime.plan import DEFAULT_MAX_ARRAY_ITEMS, DEFAULT_MAX_CALLS, DEFAULT_MAX_STRING_LENGTH, CallPlan
+from constrained_fc.compiler.tool_grammar import compile_tools
+from constrained_fc.compiler.tools import normalize_tools
 
 DEFAULT_LIMIT = 30  # per category: about 10-12 min on 2 quiet CPU cores (8 engines, ~1.3 s a call)
 DEFAULT_MAX_MINUTES = 18.0  # no new case is started after this, so a default run stays under 20 min
@@ -243,7 +242,7 @@ class Bench:
     def run(self, engine: str, case, prep: Prepared) -> dict:
         """Generate; returns body (text after the trigger), new_tokens, forced, and engine extras."""
         if engine in (FAST_FORWARD, NO_FAST_FORWARD):
-            from constrained_fc.decoding import generate
+            from constrained_fc.runtime.decoding import generate
             r = generate(self.model, self.tok, case.messages, case.functions, tool_choice="required",
                          fast_forward=engine == FAST_FORWARD,
                          max_new_tokens=self.max_new_tokens + len(self.trigger_ids))
@@ -458,8 +457,8 @@ def measure_prompt_cache(model, tok, cases, max_new_tokens: int) -> list[dict]:
     - "same tools, next question": after one call with a case's tools, a second question with the same tools;
     - "3-step agent": a call, its tool result appended, a second step, another result, a third step.
     Wall times are medians over the cases; speedup = without / with."""
-    from constrained_fc.decoding import generate
-    from constrained_fc.prompt_cache import PromptCache
+    from constrained_fc.runtime.decoding import generate
+    from constrained_fc.runtime.prompt_cache import PromptCache
 
     def agent(case, cache) -> float:
         msgs = list(case.messages)
@@ -518,7 +517,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     started = time.perf_counter()
 
-    from constrained_fc.data import load_bfcl
+    from constrained_fc.eval.data import load_bfcl
     from constrained_fc.model import load_model
     model, tok = load_model(args.model)
     cache_rows = []

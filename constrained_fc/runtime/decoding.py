@@ -13,13 +13,13 @@ from typing import Any, Iterator
 import torch
 from transformers import DynamicCache
 
-from .call_scanner import CallScanner
-from .errors import ConstrainedFCError, ContextLengthError
-from .logits_processor import DEFAULT_MAX_ARRAY_ITEMS, DEFAULT_MAX_CALLS, DEFAULT_MAX_STRING_LENGTH, CallPlan
+from ..compiler.call_scanner import CallScanner
+from ..errors import ConstrainedFCError, ContextLengthError
+from .plan import DEFAULT_MAX_ARRAY_ITEMS, DEFAULT_MAX_CALLS, DEFAULT_MAX_STRING_LENGTH, CallPlan
 from .matcher import allocate_bitmask, apply_bitmask
 from .reply import parse_body
-from .retrieval import ToolIndex, select_tools
-from .tools import Tool, ToolCall, normalize_tool
+from ..retrieval import ToolIndex, select_tools
+from ..compiler.tools import Tool, ToolCall, normalize_tool
 
 
 @dataclass
@@ -76,7 +76,7 @@ def prefill_segments(tokenizer, ids: list[int]) -> list[int]:
     """Where the prompt's prefill is cut (positions > 0, ascending): before each assistant / tool turn's
     `<|im_start|>` and right after `[/AVAILABLE_TOOLS]`, the points later prompts of the same conversation or
     tools share. Decided by the ids up to each point only, so two prompts with a common prefix cut it alike."""
-    from .chat import END_AVAILABLE_TOOLS
+    from ..chat import END_AVAILABLE_TOOLS
     start = tokenizer.convert_tokens_to_ids("<|im_start|>")
     end_tools = tokenizer.convert_tokens_to_ids(END_AVAILABLE_TOOLS)
     unk = tokenizer.unk_token_id
@@ -207,7 +207,7 @@ class _Decoder:
     def __init__(self, model, tokenizer, messages, tools, *, tool_choice, format, fast_forward, max_new_tokens,
                  do_sample, temperature, top_p, parallel, max_calls, max_string_length, max_array_items, whitespace, seed,
                  stream, prompt_cache=True):
-        from .chat import encode_prompt
+        from ..chat import encode_prompt
         self.model, self.tok = model, tokenizer
         self.plan = CallPlan(tokenizer, tools, tool_choice=tool_choice, format=format, parallel=parallel,
                              max_calls=max_calls, max_string_length=max_string_length,
@@ -477,9 +477,9 @@ class _JSONDecoder:
     """Mask every token by the schema's grammar from the first one; forced runs are fed in one pass."""
 
     def __init__(self, model, tokenizer, messages, schema, *, max_new_tokens, sampling, seed, stream):
-        from .chat import encode_prompt
+        from ..chat import encode_prompt
         from .matcher import TokenMatcher
-        from .schema_compiler import compile_schema
+        from ..compiler.schema_compiler import compile_schema
         self.model, self.tok = model, tokenizer
         self.grammar = compile_schema(schema, warn=False)
         self.schema = schema
