@@ -42,7 +42,8 @@ from constrained_fc.compiler.call_scanner import closing_bracket
 from constrained_fc.chat import TOOL_CALLS, render_prompt
 from constrained_fc.errors import GrammarMismatchError
 from constrained_fc.runtime.logits_processor import ToolCallLogitsProcessor
-from constrained_fc.runtime.plan import DEFAULT_MAX_ARRAY_ITEMS, DEFAULT_MAX_CALLS, DEFAULT_MAX_STRING_LENGTH, CallPlan
+from constrained_fc.compiler.options import Options
+from constrained_fc.runtime.plan import CallPlan
 from constrained_fc.compiler.tool_grammar import compile_tools
 from constrained_fc.compiler.tools import normalize_tools
 
@@ -212,9 +213,7 @@ class Bench:
         if engine in OURS:
             # What CallPlan compiles (uncached here, so every call pays it), then the plan / processor itself,
             # whose compile is now a cache hit, as in an application that reuses its tools.
-            compile_tools(tools, max_calls=DEFAULT_MAX_CALLS, max_string_length=DEFAULT_MAX_STRING_LENGTH,
-                          max_array_items=DEFAULT_MAX_ARRAY_ITEMS,
-                          warn=False)
+            compile_tools(tools, warn=False, **Options().compile_kwargs())
             if engine == LOGITS_PROCESSOR:
                 return Prepared(processor=ToolCallLogitsProcessor(self.tok, tools, tool_choice="required"))
             return Prepared(plan=CallPlan(self.tok, tools, tool_choice="required"))
@@ -226,9 +225,7 @@ class Bench:
         if engine == OUTLINES_CFG:
             from outlines.types import CFG
             # The grammar our engines run (what CallPlan compiles for tool_choice="required"), compiled here.
-            grammar = compile_tools(tools, max_calls=DEFAULT_MAX_CALLS,
-                                    max_string_length=DEFAULT_MAX_STRING_LENGTH,
-                                    max_array_items=DEFAULT_MAX_ARRAY_ITEMS, warn=False)
+            grammar = compile_tools(tools, warn=False, **Options().compile_kwargs())
             term = CFG(grammar.body_lark)
             return Prepared(processor=self.backend(engine).get_cfg_logits_processor(term.definition))
         if engine == XGRAMMAR:

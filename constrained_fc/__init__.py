@@ -8,6 +8,7 @@ The compiler imports no torch; the runtime is loaded on first use.
 """
 from importlib import import_module
 
+from .compiler.options import Options
 from .compiler.schema_compiler import Grammar, RelaxedSchemaWarning, compile_schema
 from .compiler.tool_grammar import ToolGrammar, compile_tools
 from .compiler.tools import Tool, ToolCall, normalize_tools
@@ -28,7 +29,7 @@ _LAZY = {
     "ToolIndex": "retrieval",
 }
 
-__all__ = ["compile_tools", "compile_schema", "ToolGrammar", "Grammar", "ToolCall", "Tool", "normalize_tools",
+__all__ = ["compile_tools", "compile_schema", "Options", "ToolGrammar", "Grammar", "ToolCall", "Tool", "normalize_tools",
            "ConstrainedFCError", "ContextLengthError", "ToolSchemaError", "UnsupportedKeywordError", "GrammarMismatchError",
            "RelaxedSchemaWarning", *_LAZY]
 

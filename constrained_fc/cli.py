@@ -71,8 +71,9 @@ def _load_model(path: str | None):
 
 
 def _generate_kwargs(args) -> dict:
-    return dict(format=args.format, max_new_tokens=args.max_new_tokens, fast_forward=not args.no_fast_forward,
-                retrieve=args.retrieve)
+    from .compiler.options import Options
+    return dict(options=Options(format=args.format, strict=args.strict), max_new_tokens=args.max_new_tokens,
+                fast_forward=not args.no_fast_forward, retrieve=args.retrieve)
 
 
 def _positive(text: str) -> int:
@@ -252,6 +253,7 @@ def build_parser() -> argparse.ArgumentParser:
                                 "directory (default: the shipped fine-tune)")
             p.add_argument("--max-new-tokens", type=int, default=128)
             p.add_argument("--no-fast-forward", action="store_true")
+            p.add_argument("--strict", action="store_true", help="error on keywords the grammar cannot express")
             p.add_argument("--retrieve", type=_positive, default=None, metavar="K",
                            help="a large tools file: offer each turn only the K tools that best match the "
                                 "request (hybrid dense + BM25 retrieval)")

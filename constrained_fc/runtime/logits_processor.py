@@ -14,7 +14,8 @@ from transformers import LogitsProcessor
 from ..compiler.call_scanner import CallScanner
 from ..errors import ConstrainedFCError
 from .matcher import allocate_bitmask, apply_bitmask
-from .plan import DEFAULT_MAX_ARRAY_ITEMS, DEFAULT_MAX_CALLS, DEFAULT_MAX_STRING_LENGTH, CallPlan
+from ..compiler.options import UNSET, Options
+from .plan import CallPlan
 from .reply import Reply, parse_generated
 
 def _force(scores_row: torch.Tensor, token: int) -> None:
@@ -99,13 +100,14 @@ class ToolCallLogitsProcessor(LogitsProcessor):
     not continue the previous step's starts over by itself (`reset()` does it by hand). After each call,
     `replies(sequences)` gives each row's content and validated calls."""
 
-    def __init__(self, tokenizer, tools, *, tool_choice: Any = "auto", format: str | None = None,
-                 parallel: bool = True, max_calls: int | None = DEFAULT_MAX_CALLS,
-                 max_string_length: int | None = DEFAULT_MAX_STRING_LENGTH,
-                 max_array_items: int | None = DEFAULT_MAX_ARRAY_ITEMS, whitespace: str = "canonical"):
-        self.plan = CallPlan(tokenizer, tools, tool_choice=tool_choice, format=format, parallel=parallel,
-                             max_calls=max_calls, max_string_length=max_string_length,
-                             max_array_items=max_array_items, whitespace=whitespace)
+    def __init__(self, tokenizer, tools, *, tool_choice: Any = "auto", options: Options | None = None,
+                 format: str | None = UNSET, parallel: bool = UNSET, max_calls: int | None = UNSET,
+                 max_string_length: int | None = UNSET, max_array_items: int | None = UNSET,
+                 whitespace: str = UNSET, strict: bool = UNSET):
+        options = Options.resolve(options, format=format, parallel=parallel, max_calls=max_calls,
+                                  max_string_length=max_string_length, max_array_items=max_array_items,
+                                  whitespace=whitespace, strict=strict)
+        self.plan = CallPlan(tokenizer, tools, tool_choice=tool_choice, options=options)
         self.reset()
 
     def reset(self) -> None:

@@ -1,29 +1,22 @@
 """What every decoding path needs to know once per request: the compiled grammar (cached by the tool
-list's content), the trigger and end-of-sequence ids, the tool_choice mode, and the default bounds of a
-turn. Our own loop (`decoding`), the HF processor (`logits_processor`) and the server all start here."""
+list's content and the `Options`), the trigger and end-of-sequence ids, and the tool_choice mode. Our own loop
+(`decoding`), the HF processor (`logits_processor`) and the server all start here."""
 from __future__ import annotations
 
 import functools
 import json
 from typing import Any
 
+from ..compiler.options import Options
 from ..compiler.tool_grammar import TOOL_CHOICES, ToolGrammar, compile_tools, tool_choice_name
 from ..errors import ConstrainedFCError
 from .matcher import TokenMatcher
 
-# A tiny model under a grammar can repeat calls forever; these bound a turn (see README, "Calls that end").
-DEFAULT_MAX_CALLS = 8
-DEFAULT_MAX_STRING_LENGTH = 128
-DEFAULT_MAX_ARRAY_ITEMS = 16
-
 
 @functools.lru_cache(maxsize=64)
-def _compile_cached(tools_json: str, format: str, parallel: bool, forced: str | None, max_calls: int | None,
-                    max_string_length: int | None, max_array_items: int | None, whitespace: str) -> ToolGrammar:
-    return compile_tools(json.loads(tools_json), format=format, parallel=parallel,
-                         tool_choice=forced if forced else "auto", max_calls=max_calls,
-                         max_string_length=max_string_length, max_array_items=max_array_items,
-                         whitespace=whitespace, warn=False)
+def _compile_cached(tools_json: str, options: Options, forced: str | None) -> ToolGrammar:
+    return compile_tools(json.loads(tools_json), tool_choice=forced if forced else "auto", warn=False,
+                         **options.compile_kwargs())
 
 
 def _tools_json(tools) -> str:
@@ -35,13 +28,12 @@ class CallPlan:
     """What every decoding path needs to know once per request: the compiled grammar, the trigger and
     end-of-sequence token ids, and the tool_choice mode."""
 
-    def __init__(self, tokenizer, tools, *, tool_choice: Any = "auto", format: str | None = None,
-                 parallel: bool = True, max_calls: int | None = DEFAULT_MAX_CALLS,
-                 max_string_length: int | None = DEFAULT_MAX_STRING_LENGTH,
-                 max_array_items: int | None = DEFAULT_MAX_ARRAY_ITEMS, whitespace: str = "canonical"):
+    def __init__(self, tokenizer, tools, *, tool_choice: Any = "auto", options: Options | None = None):
         from ..chat import uses_native_tool_format
         self.tokenizer = tokenizer
-        self.format = format or uses_native_tool_format(tokenizer) or "mistral"
+        options = options or Options()
+        self.format = options.format or uses_native_tool_format(tokenizer) or "mistral"
+        self.options = options.replace(format=self.format)
         forced = tool_choice_name(tool_choice)
         self.mode = "named" if forced else (tool_choice or "auto")
         if self.mode not in TOOL_CHOICES + ("named",):
@@ -51,8 +43,7 @@ class CallPlan:
             raise ConstrainedFCError(f"tool_choice={tool_choice!r} needs at least one tool")
         self.grammar = None
         if self.tools:
-            self.grammar = _compile_cached(_tools_json(self.tools), self.format, parallel, forced, max_calls,
-                                           max_string_length, max_array_items, whitespace)
+            self.grammar = _compile_cached(_tools_json(self.tools), self.options, forced)
         trigger = self.grammar.trigger if self.grammar else {"mistral": "[TOOL_CALLS]", "hermes": "<tool_call>"}.get(
             self.format, "")
         self.trigger = trigger
