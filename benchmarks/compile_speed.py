@@ -30,10 +30,10 @@ import torch
 from tqdm import tqdm
 
 from constrained_fc import ToolCall, compile_schema, compile_tools
-from constrained_fc.data import BFCL_CATEGORIES, load_bfcl
-from constrained_fc.logits_processor import (DEFAULT_MAX_ARRAY_ITEMS, DEFAULT_MAX_CALLS, DEFAULT_MAX_STRING_LENGTH,
-                                             _compile_cached, _tools_json)
-from constrained_fc.matcher import TokenMatcher, allocate_bitmask, apply_bitmask, unpack_bitmask
+from constrained_fc.eval.data import BFCL_CATEGORIES, load_bfcl
+from constrained_fc.compiler.options import Options
+from constrained_fc.runtime.plan import _compile_cached, _tools_json
+from constrained_fc.runtime.matcher import TokenMatcher, allocate_bitmask, apply_bitmask, unpack_bitmask
 
 
 def bfcl_tools(data=None) -> list[dict]:
@@ -60,17 +60,14 @@ def compile_ms(tools, repeat: int) -> float:
     times = []
     for _ in range(repeat):
         t0 = time.perf_counter()
-        compile_tools(tools, max_calls=DEFAULT_MAX_CALLS, max_string_length=DEFAULT_MAX_STRING_LENGTH,
-                      max_array_items=DEFAULT_MAX_ARRAY_ITEMS,
-                      warn=False)
+        compile_tools(tools, warn=False, **Options().compile_kwargs())
         times.append(1e3 * (time.perf_counter() - t0))
     return statistics.median(times)
 
 
 def cached_ms(tools, repeat: int) -> float:
     """A repeated tool list through the runtime's grammar cache (what `CallPlan` calls)."""
-    args = ("mistral", True, None, DEFAULT_MAX_CALLS, DEFAULT_MAX_STRING_LENGTH, DEFAULT_MAX_ARRAY_ITEMS,
-            "canonical")
+    args = (Options(format="mistral"), None)
     _compile_cached(_tools_json(tools), *args)
     times = []
     for _ in range(repeat):
@@ -118,9 +115,7 @@ def measure(sizes, repeat, steps, data=None, tokenizer=None) -> list[dict]:
     rows = []
     for n in tqdm(sizes, desc="tool lists"):
         tools = pool[:n]
-        g = compile_tools(tools, max_calls=DEFAULT_MAX_CALLS, max_string_length=DEFAULT_MAX_STRING_LENGTH,
-                      max_array_items=DEFAULT_MAX_ARRAY_ITEMS,
-                          warn=False)
+        g = compile_tools(tools, warn=False, **Options().compile_kwargs())
         if len(tools) < n:
             raise SystemExit(f"only {len(tools)} distinct BFCL tools for --sizes {n}")
         ms = compile_ms(tools, repeat)
@@ -156,7 +151,7 @@ def _ms(fn, repeat: int) -> tuple[float, float]:
 
 
 def measure_readback(repeat: int, with_lark: bool) -> list[dict]:
-    from constrained_fc.schema_compiler import lark_parser
+    from constrained_fc.compiler.schema_compiler import lark_parser
     schema, value = config_tool()
     rows = []
     for fmt in ("mistral", "hermes", "python"):

@@ -25,7 +25,7 @@ from referencing.jsonschema import DRAFT202012
 from tqdm import tqdm
 
 from constrained_fc import compile_schema
-from constrained_fc.data import data_dir as resolve_data_dir
+from constrained_fc.eval.data import data_dir as resolve_data_dir
 
 REMOTE_BASE = "http://localhost:1234/"
 
@@ -196,7 +196,7 @@ def run_llg_json(cases, lltok, assert_formats, lenient=False) -> Tally:
 def main(argv=None) -> int:
     args = parser(__doc__.splitlines()[0], "coverage").parse_args(argv)
     root = resolve_data_dir(args.data)
-    from constrained_fc.matcher import ll_tokenizer
+    from constrained_fc.runtime.matcher import ll_tokenizer
     from constrained_fc.model import load_model
     _, tokenizer = load_model()
     lltok = ll_tokenizer(tokenizer)

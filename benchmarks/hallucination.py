@@ -43,9 +43,9 @@ import torch
 from tqdm import tqdm
 
 from constrained_fc.chat import render_prompt
-from constrained_fc.checker import check_calls, hallucination_kind, parse_lenient
-from constrained_fc.data import BFCL_CATEGORIES, load_bfcl
-from constrained_fc.decoding import generate
+from constrained_fc.eval.checker import check_calls, hallucination_kind, parse_lenient
+from constrained_fc.eval.data import BFCL_CATEGORIES, load_bfcl
+from constrained_fc.runtime.decoding import generate
 
 MODES = ("unconstrained", "auto", "required")
 CONSTRAINED_MODES = ("required", "auto")

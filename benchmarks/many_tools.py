@@ -28,8 +28,8 @@ from common import add_model_flag, md_table, model_label, parser, write_results
 import numpy as np
 from tqdm import tqdm
 
-from constrained_fc.checker import check_calls
-from constrained_fc.data import load_bfcl
+from constrained_fc.eval.checker import check_calls
+from constrained_fc.eval.data import load_bfcl
 from constrained_fc.retrieval import ToolIndex, request_text
 
 CATEGORIES = ("simple", "multiple", "parallel", "parallel_multiple")

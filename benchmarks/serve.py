@@ -93,7 +93,7 @@ def main(argv=None) -> int:
     ap.add_argument("--max-tokens", type=int, default=64)
     ap.add_argument("--soak-only", action="store_true", help="only the soak (prompt cache on)")
     args = ap.parse_args(argv)
-    from constrained_fc.data import load_bfcl
+    from constrained_fc.eval.data import load_bfcl
     from constrained_fc.model import load_model
     from constrained_fc.server import create_app
 

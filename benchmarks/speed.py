@@ -38,14 +38,14 @@ from tqdm import tqdm
 from transformers import LogitsProcessorList, StoppingCriteria, StoppingCriteriaList
 
 import compile_speed
-from constrained_fc.call_scanner import closing_bracket
+from constrained_fc.compiler.call_scanner import closing_bracket
 from constrained_fc.chat import TOOL_CALLS, render_prompt
 from constrained_fc.errors import GrammarMismatchError
-from constrained_fc.logits_processor import (DEFAULT_MAX_ARRAY_ITEMS, DEFAULT_MAX_CALLS,
-                                             DEFAULT_MAX_STRING_LENGTH, CallPlan,
-                                             ToolCallLogitsProcessor)
-from constrained_fc.tool_grammar import compile_tools
-from constrained_fc.tools import normalize_tools
+from constrained_fc.runtime.logits_processor import ToolCallLogitsProcessor
+from constrained_fc.compiler.options import Options
+from constrained_fc.runtime.plan import CallPlan
+from constrained_fc.compiler.tool_grammar import compile_tools
+from constrained_fc.compiler.tools import normalize_tools
 
 DEFAULT_LIMIT = 30  # per category: about 10-12 min on 2 quiet CPU cores (8 engines, ~1.3 s a call)
 DEFAULT_MAX_MINUTES = 18.0  # no new case is started after this, so a default run stays under 20 min
@@ -213,9 +213,7 @@ class Bench:
         if engine in OURS:
             # What CallPlan compiles (uncached here, so every call pays it), then the plan / processor itself,
             # whose compile is now a cache hit, as in an application that reuses its tools.
-            compile_tools(tools, max_calls=DEFAULT_MAX_CALLS, max_string_length=DEFAULT_MAX_STRING_LENGTH,
-                          max_array_items=DEFAULT_MAX_ARRAY_ITEMS,
-                          warn=False)
+            compile_tools(tools, warn=False, **Options().compile_kwargs())
             if engine == LOGITS_PROCESSOR:
                 return Prepared(processor=ToolCallLogitsProcessor(self.tok, tools, tool_choice="required"))
             return Prepared(plan=CallPlan(self.tok, tools, tool_choice="required"))
@@ -227,9 +225,7 @@ class Bench:
         if engine == OUTLINES_CFG:
             from outlines.types import CFG
             # The grammar our engines run (what CallPlan compiles for tool_choice="required"), compiled here.
-            grammar = compile_tools(tools, max_calls=DEFAULT_MAX_CALLS,
-                                    max_string_length=DEFAULT_MAX_STRING_LENGTH,
-                                    max_array_items=DEFAULT_MAX_ARRAY_ITEMS, warn=False)
+            grammar = compile_tools(tools, warn=False, **Options().compile_kwargs())
             term = CFG(grammar.body_lark)
             return Prepared(processor=self.backend(engine).get_cfg_logits_processor(term.definition))
         if engine == XGRAMMAR:
@@ -243,7 +239,7 @@ class Bench:
     def run(self, engine: str, case, prep: Prepared) -> dict:
         """Generate; returns body (text after the trigger), new_tokens, forced, and engine extras."""
         if engine in (FAST_FORWARD, NO_FAST_FORWARD):
-            from constrained_fc.decoding import generate
+            from constrained_fc.runtime.decoding import generate
             r = generate(self.model, self.tok, case.messages, case.functions, tool_choice="required",
                          fast_forward=engine == FAST_FORWARD,
                          max_new_tokens=self.max_new_tokens + len(self.trigger_ids))
@@ -458,8 +454,8 @@ def measure_prompt_cache(model, tok, cases, max_new_tokens: int) -> list[dict]:
     - "same tools, next question": after one call with a case's tools, a second question with the same tools;
     - "3-step agent": a call, its tool result appended, a second step, another result, a third step.
     Wall times are medians over the cases; speedup = without / with."""
-    from constrained_fc.decoding import generate
-    from constrained_fc.prompt_cache import PromptCache
+    from constrained_fc.runtime.decoding import generate
+    from constrained_fc.runtime.prompt_cache import PromptCache
 
     def agent(case, cache) -> float:
         msgs = list(case.messages)
@@ -518,7 +514,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     started = time.perf_counter()
 
-    from constrained_fc.data import load_bfcl
+    from constrained_fc.eval.data import load_bfcl
     from constrained_fc.model import load_model
     model, tok = load_model(args.model)
     cache_rows = []

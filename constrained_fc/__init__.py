@@ -1,34 +1,35 @@
 """constrained_fc: grammar-constrained function calling for small language models.
 
-tools -> normalise (tools.py) -> JSON Schema IR (schema_ir.py) -> Lark grammar (schema_compiler.py,
-tool_grammar.py) -> token matcher (matcher.py, llguidance) -> decoding (logits_processor.py, decoding.py,
-agent.py) -> parsed, validated tool calls.
+compiler/ (tools -> normalised Tool -> JSON Schema IR -> Lark grammar text) -> runtime/ (plan -> llguidance
+matcher -> our fast-forward loop or the HF processor -> read-back of validated calls) -> agent / server / cli.
+eval/ holds the BFCL loader and checker shared by finetune/ and benchmarks/.
 
-The compiler half imports no torch; the runtime half is loaded on first use.
+The compiler imports no torch; the runtime is loaded on first use.
 """
 from importlib import import_module
 
+from .compiler.options import Options
+from .compiler.schema_compiler import Grammar, RelaxedSchemaWarning, compile_schema
+from .compiler.tool_grammar import ToolGrammar, compile_tools
+from .compiler.tools import Tool, ToolCall, normalize_tools
 from .errors import (ConstrainedFCError, ContextLengthError, GrammarMismatchError, ToolSchemaError,
                      UnsupportedKeywordError)
-from .schema_compiler import Grammar, RelaxedSchemaWarning, compile_schema
-from .tool_grammar import ToolGrammar, compile_tools
-from .tools import Tool, ToolCall, normalize_tools
 
 __version__ = "0.1.0"
 
 _LAZY = {
-    "TokenMatcher": "matcher",
-    "ToolCallLogitsProcessor": "logits_processor",
-    "generate": "decoding",
-    "Result": "decoding",
+    "TokenMatcher": "runtime.matcher",
+    "ToolCallLogitsProcessor": "runtime.logits_processor",
+    "generate": "runtime.decoding",
+    "Result": "runtime.decoding",
     "run_agent": "agent",
     "load_model": "model",
-    "export_grammar": "export",
-    "PromptCache": "prompt_cache",
+    "export_grammar": "compiler.export",
+    "PromptCache": "runtime.prompt_cache",
     "ToolIndex": "retrieval",
 }
 
-__all__ = ["compile_tools", "compile_schema", "ToolGrammar", "Grammar", "ToolCall", "Tool", "normalize_tools",
+__all__ = ["compile_tools", "compile_schema", "Options", "ToolGrammar", "Grammar", "ToolCall", "Tool", "normalize_tools",
            "ConstrainedFCError", "ContextLengthError", "ToolSchemaError", "UnsupportedKeywordError", "GrammarMismatchError",
            "RelaxedSchemaWarning", *_LAZY]
 

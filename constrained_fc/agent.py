@@ -9,10 +9,10 @@ import types
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
-from .decoding import Result, generate
+from .runtime.decoding import Result, generate
 from .errors import ConstrainedFCError
 from .retrieval import ToolIndex, index_for
-from .tools import ToolCall, normalize_tools
+from .compiler.tools import ToolCall, normalize_tools
 
 
 @dataclass

@@ -16,7 +16,7 @@ import re
 from typing import Any, Iterable, Mapping, Sequence
 
 from .errors import ConstrainedFCError
-from .tools import new_call_id
+from .compiler.tools import new_call_id
 
 AVAILABLE_TOOLS = "[AVAILABLE_TOOLS]"
 END_AVAILABLE_TOOLS = "[/AVAILABLE_TOOLS]"
@@ -246,10 +246,10 @@ def _normalize_result(raw: Mapping, i: int, pending: list[dict], known: set[str]
 
 
 def normalize_tools_for_prompt(tools: Any) -> list[dict] | None:
-    """Tools in any form `constrained_fc.tools` accepts -> OpenAI form, exactly as the decoder renders them."""
+    """Tools in any form `constrained_fc.compiler.tools` accepts -> OpenAI form, exactly as the decoder renders them."""
     if tools is None:
         return None
-    from .tools import normalize_tools
+    from .compiler.tools import normalize_tools
     out = [t.to_openai() for t in normalize_tools(tools)]
     return out or None
 
@@ -309,7 +309,7 @@ def add_function_calling_tokens(tokenizer, model=None) -> int:
 
 def render_prompt(tokenizer, messages, tools=None, *, add_generation_prompt: bool = True) -> str:
     """The prompt text for `messages` (any shape `normalize_messages` accepts) and `tools` (any form
-    `constrained_fc.tools.normalize_tools` accepts), rendered with the tokenizer's template, or with
+    `constrained_fc.compiler.tools.normalize_tools` accepts), rendered with the tokenizer's template, or with
     `CHAT_TEMPLATE` when it has none."""
     msgs = normalize_messages(messages)
     tools_oa = normalize_tools_for_prompt(tools)

@@ -56,7 +56,7 @@ def _read_json(path: str, what: str):
 
 
 def _load_tools(path: str):
-    from .tools import normalize_tools
+    from .compiler.tools import normalize_tools
     data = _read_json(path, "tools")
     return [t.to_openai() for t in normalize_tools(data)]
 
@@ -71,8 +71,9 @@ def _load_model(path: str | None):
 
 
 def _generate_kwargs(args) -> dict:
-    return dict(format=args.format, max_new_tokens=args.max_new_tokens, fast_forward=not args.no_fast_forward,
-                retrieve=args.retrieve)
+    from .compiler.options import Options
+    return dict(options=Options(format=args.format, strict=args.strict), max_new_tokens=args.max_new_tokens,
+                fast_forward=not args.no_fast_forward, retrieve=args.retrieve)
 
 
 def _positive(text: str) -> int:
@@ -86,11 +87,11 @@ def _positive(text: str) -> int:
 
 
 def cmd_grammar(args) -> int:
-    from .tool_grammar import compile_tools
+    from .compiler.tool_grammar import compile_tools
     g = compile_tools(_load_tools(args.tools), format=args.format or "mistral", parallel=not args.single,
                       tool_choice=_tool_choice(args.tool_choice), whitespace=args.whitespace, strict=args.strict)
     if args.engine:
-        from .export import dumps, export_grammar
+        from .compiler.export import dumps, export_grammar
         if args.tokenizer:
             from transformers import AutoTokenizer
             from .chat import add_function_calling_tokens
@@ -108,7 +109,7 @@ def cmd_grammar(args) -> int:
 
 
 def cmd_call(args) -> int:
-    from .decoding import generate
+    from .runtime.decoding import generate
     tools = _load_tools(args.tools)
     model, tok = _load_model(args.model)
     messages = [{"role": "user", "content": args.prompt}]
@@ -147,8 +148,8 @@ def _marked(tok, result) -> str:
 
 def cmd_demo(args) -> int:
     from .chat import TOOL_CALLS, render_prompt
-    from .checker import parse_lenient
-    from .decoding import generate
+    from .eval.checker import parse_lenient
+    from .runtime.decoding import generate
     import torch
     model, tok = _load_model(args.model)
     print(f"model: {args.model or 'the shipped fine-tune (SmolLM2-135M-Instruct + smollm2-fc adapter)'}; "
@@ -203,7 +204,7 @@ def _load_functions(path: str):
 
 def cmd_chat(args) -> int:
     from .agent import run_agent
-    from .decoding import generate
+    from .runtime.decoding import generate
     tools = _load_tools(args.tools)
     functions = _load_functions(args.functions) if args.functions else None
     model, tok = _load_model(args.model)
@@ -252,6 +253,7 @@ def build_parser() -> argparse.ArgumentParser:
                                 "directory (default: the shipped fine-tune)")
             p.add_argument("--max-new-tokens", type=int, default=128)
             p.add_argument("--no-fast-forward", action="store_true")
+            p.add_argument("--strict", action="store_true", help="error on keywords the grammar cannot express")
             p.add_argument("--retrieve", type=_positive, default=None, metavar="K",
                            help="a large tools file: offer each turn only the K tools that best match the "
                                 "request (hybrid dense + BM25 retrieval)")

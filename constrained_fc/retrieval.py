@@ -32,8 +32,8 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 from .errors import ConstrainedFCError
-from .tool_grammar import tool_choice_name
-from .tools import Tool, normalize_tools
+from .compiler.tool_grammar import tool_choice_name
+from .compiler.tools import Tool, normalize_tools
 
 DEFAULT_ALPHA = 0.5  # an even blend: neither retriever is trusted more (see benchmarks/many_tools.py)
 EMBEDDER_NAME = "all-MiniLM-L6-v2"

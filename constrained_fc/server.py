@@ -170,7 +170,7 @@ class Worker:
         job.loop.call_soon_threadsafe(job.events.put_nowait, item)
 
     def _run(self) -> None:
-        from .decoding import generate
+        from .runtime.decoding import generate
         while True:
             job = self.jobs.get()
             if job.cancelled.is_set():

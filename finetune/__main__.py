@@ -224,14 +224,14 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def _add_evaluate(sub: argparse._SubParsersAction) -> None:
-    from constrained_fc.data import BFCL_CATEGORIES
+    from constrained_fc.eval.data import BFCL_CATEGORIES
 
     from .evaluate import MODES
 
     p = sub.add_parser("evaluate", help="score tool calling (held-out split, BFCL) before / after fine-tuning",
                        description="Unconstrained (model.generate + parse_lenient) and constrained "
                                    "(generate(tool_choice='auto')) decision accuracy, call accuracy and "
-                                   "invalid-call rate, with constrained_fc.checker; plus plain-chat retention.")
+                                   "invalid-call rate, with constrained_fc.eval.checker; plus plain-chat retention.")
     p.add_argument("--model", action="append", required=True, metavar="DIR|default|base",
                    help="model or adapter folder, 'default' (the shipped fine-tune) or 'base' (untuned); give "
                         "twice for before / after")

@@ -31,10 +31,10 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
 from constrained_fc.errors import ToolSchemaError
-from constrained_fc.tools import NAME_RE
-from constrained_fc.tools import normalize_tool as _library_normalize_tool
-from constrained_fc.tools import normalize_tools as _library_normalize_tools
-from constrained_fc.tools import schema_validator
+from constrained_fc.compiler.tools import NAME_RE
+from constrained_fc.compiler.tools import normalize_tool as _library_normalize_tool
+from constrained_fc.compiler.tools import normalize_tools as _library_normalize_tools
+from constrained_fc.compiler.tools import schema_validator
 
 log = logging.getLogger(__name__)
 
@@ -160,7 +160,7 @@ def _tool_error(e: ToolSchemaError) -> RecordError:
 
 
 def normalize_tool(raw: Any, index: int = 0) -> dict:
-    """A tool in any dialect `constrained_fc.tools.normalize_tool` accepts (OpenAI form, bare/Mistral form, BFCL
+    """A tool in any dialect `constrained_fc.compiler.tools.normalize_tool` accepts (OpenAI form, bare/Mistral form, BFCL
     types), or a JSON string of one -> OpenAI form ``{"type": "function", "function": {name, description,
     parameters}}``, with its name and schema checked by the library (so training data and decoding agree on what
     a valid tool is)."""
@@ -176,7 +176,7 @@ def normalize_tool(raw: Any, index: int = 0) -> dict:
 
 
 def normalize_tools(raw: Any) -> list[dict]:
-    """A list of tools (or a JSON string of one) -> OpenAI form, through `constrained_fc.tools.normalize_tools`;
+    """A list of tools (or a JSON string of one) -> OpenAI form, through `constrained_fc.compiler.tools.normalize_tools`;
     duplicate names are an error since a call must identify exactly one tool."""
     if isinstance(raw, str):
         try:

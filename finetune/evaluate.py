@@ -6,10 +6,10 @@ Evaluation sets:
   a conversation is one item, prompted with the gold history before it (teacher forcing); ``--limit`` samples
   turns at random (seeded). A turn with gold calls expects calls; a text turn (a final answer after tool results,
   small talk, a request no tool fits) expects none;
-* BFCL v3 ``simple`` / ``multiple`` (and the other single-turn categories) from `constrained_fc.data.load_bfcl`.
+* BFCL v3 ``simple`` / ``multiple`` (and the other single-turn categories) from `constrained_fc.eval.data.load_bfcl`.
 
 Each item runs in two modes: **unconstrained** (plain ``model.generate`` on `render_prompt`, greedy, the reply
-read with `parse_lenient`) and **constrained** (`constrained_fc.decoding.generate` with ``tool_choice="auto"``).
+read with `parse_lenient`) and **constrained** (`constrained_fc.runtime.decoding.generate` with ``tool_choice="auto"``).
 Metrics (`aggregate`):
 
 * decision accuracy: a call is emitted exactly when the gold turn has calls;
@@ -38,8 +38,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
-from constrained_fc.checker import check_calls, hallucination_kind, parse_lenient
-from constrained_fc.data import BFCL_CATEGORIES
+from constrained_fc.eval.checker import check_calls, hallucination_kind, parse_lenient
+from constrained_fc.eval.data import BFCL_CATEGORIES
 
 MODES = ("unconstrained", "constrained")
 SET_TITLES = {"heldout": "held-out split", "sealtools_unseen": "Seal-Tools unseen tools",
@@ -148,7 +148,7 @@ def sealtools_unseen_items(limit: int | None = None, data_dir: str | None = None
 
 
 def bfcl_items(category: str, limit: int | None = None, data_dir: str | None = None) -> list[EvalItem]:
-    from constrained_fc.data import load_bfcl
+    from constrained_fc.eval.data import load_bfcl
 
     return [EvalItem(set=f"bfcl_{category}", id=c.id, messages=c.messages, tools=c.functions,
                      ground_truth=c.ground_truth, category=category, objective=category)
@@ -233,7 +233,7 @@ def load_for_eval(spec: str, dtype: str = "float32"):
 
 
 def _trigger_id(tok, tools) -> int | None:
-    from constrained_fc.logits_processor import CallPlan
+    from constrained_fc.runtime.plan import CallPlan
 
     try:
         return CallPlan(tok, tools, tool_choice="auto").trigger_id
@@ -260,7 +260,7 @@ def generate_plain(model, tok, messages, tools, max_new_tokens: int) -> tuple[st
 
 def run_item(model, tok, item: EvalItem, modes=MODES, max_new_tokens: int = 128, reuse: bool = True) -> list[dict]:
     """Answer one item in each mode; one record (item, reply, calls, score, seconds) per mode."""
-    from constrained_fc.decoding import generate
+    from constrained_fc.runtime.decoding import generate
     from constrained_fc.errors import ConstrainedFCError
 
     records = []
@@ -443,7 +443,7 @@ def markdown(results: dict) -> str:
     s = results["settings"]
     lines.append(f"Settings: limit {s['limit']} items per set, max_new_tokens {s['max_new_tokens']}, "
                  f"dtype {s['dtype']}, greedy decoding; constrained = `generate(..., tool_choice=\"auto\")`, "
-                 "unconstrained = `model.generate` + `parse_lenient`. Scored with `constrained_fc.checker`.")
+                 "unconstrained = `model.generate` + `parse_lenient`. Scored with `constrained_fc.eval.checker`.")
     reused = [(m["label"], sum(per.get("constrained", {}).get("reused", 0) for per in m["metrics"].values()),
                sum(per.get("constrained", {}).get("n", 0) for per in m["metrics"].values()))
               for m in models if not m.get("reference_only")]

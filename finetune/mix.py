@@ -60,7 +60,7 @@ class MixConfig:
         "chat_with_tools": 0.08, "chat": 0.17})
     distractors: tuple[int, int] = (0, 4)  # extra tools beside the called ones (inclusive range)
     chat_max_new_tokens: int = 200  # budget of the base model's answers
-    data_dir: str | None = None  # the shared data folder (default: constrained_fc.data.data_dir)
+    data_dir: str | None = None  # the shared data folder (default: constrained_fc.eval.data.data_dir)
 
     @classmethod
     def from_mapping(cls, raw: Any, source: str = "recipe data") -> "MixConfig":
@@ -104,7 +104,7 @@ def normalise_text(text: str) -> str:
 
 def bfcl_question_texts(data_dir: str | Path | None = None) -> set[str]:
     """Normalised text of every user turn in every BFCL question file."""
-    from constrained_fc.data import data_dir as resolve
+    from constrained_fc.eval.data import data_dir as resolve
 
     texts = set()
     for path in sorted((Path(resolve(data_dir)) / "bfcl").glob("BFCL_v3_*.json")):

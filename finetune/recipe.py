@@ -51,7 +51,7 @@ def _relative_sources(report: dict, data_dir: Path) -> dict:
 def build(recipe: str | Path, out: str | Path, ship: str | Path | None, *, data_dir: str | None = None,
           command: str | None = None) -> dict:
     """Run the four steps of the module docstring; returns the build record (also written to OUT/build.json)."""
-    from constrained_fc.data import data_dir as resolve_data_dir
+    from constrained_fc.eval.data import data_dir as resolve_data_dir
 
     from .chat_answers import generate_answers
     from transformers.trainer_utils import get_last_checkpoint

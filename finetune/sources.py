@@ -20,7 +20,7 @@ import re
 from pathlib import Path
 from typing import Any, Iterator
 
-from constrained_fc.data import data_dir as resolve_data_dir
+from constrained_fc.eval.data import data_dir as resolve_data_dir
 
 from .data import (Example, LoadReport, RecordError, _canonicalise_calls, infer_objective, load_examples,
                    make_call, make_call_id, validate_example)

@@ -71,7 +71,7 @@ def test_conversation_continues_after_a_length_cut_turn(tiny_model):
     msgs = [{"role": "user", "content": "hi"}]
     r = cf.generate(model, tok, msgs, tools, tool_choice="none", max_new_tokens=1)
     assert r.finish_reason == "length"
-    from constrained_fc.decoding import Result
+    from constrained_fc.runtime.decoding import Result
     empty_cut = Result(content="", finish_reason="length")  # cut before it wrote any text or call
     for turn in (r.to_message(), empty_cut.to_message()):
         follow = msgs + [turn, {"role": "user", "content": "and tomorrow?"}]

@@ -144,7 +144,7 @@ def test_call_without_content_or_arguments(tok):
 
 
 def test_rendered_call_is_what_the_grammar_renders_and_accepts(tok):
-    from constrained_fc.tool_grammar import compile_tools
+    from constrained_fc.compiler.tool_grammar import compile_tools
     grammar = compile_tools([WEATHER, TIME], format="mistral")
     calls = [("get_weather", {"city": "Paris", "unit": "C"}), ("get_time", {"tz": "Europe/Paris"})]
     msgs = [{"role": "user", "content": "q"},

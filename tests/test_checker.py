@@ -8,10 +8,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from constrained_fc.checker import (CheckResult, check_calls, hallucination_kind, parse_lenient,
+from constrained_fc.eval.checker import (CheckResult, check_calls, hallucination_kind, parse_lenient,
                                     standardize_string)
-from constrained_fc.data import load_bfcl
-from constrained_fc.data import data_dir as resolve_data_dir
+from constrained_fc.eval.data import load_bfcl
+from constrained_fc.eval.data import data_dir as resolve_data_dir
 
 AREA = {"name": "geo.area", "description": "Area of a shape.", "parameters": {"type": "dict", "properties": {
     "base": {"type": "integer", "description": "base"},

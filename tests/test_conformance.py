@@ -25,7 +25,7 @@ def _coverage_module():
 
 
 def _root():
-    from constrained_fc.data import data_dir
+    from constrained_fc.eval.data import data_dir
     try:
         return data_dir()
     except FileNotFoundError as e:

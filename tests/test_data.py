@@ -3,8 +3,8 @@ import json
 
 import pytest
 
-from constrained_fc import data as data_mod
-from constrained_fc.data import BFCL_CATEGORIES, BFCLCase, data_dir, load_bfcl
+from constrained_fc.eval import data as data_mod
+from constrained_fc.eval.data import BFCL_CATEGORIES, BFCLCase, data_dir, load_bfcl
 
 EXPECTED_COUNTS = {"simple": 400, "multiple": 200, "parallel": 200, "parallel_multiple": 200, "irrelevance": 240}
 

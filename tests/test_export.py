@@ -9,9 +9,9 @@ import llguidance
 import pytest
 
 import constrained_fc as cf
-from constrained_fc.data import load_bfcl
-from constrained_fc.export import engine_lark, export_grammar
-from constrained_fc.matcher import ll_tokenizer
+from constrained_fc.eval.data import load_bfcl
+from constrained_fc.compiler.export import engine_lark, export_grammar
+from constrained_fc.runtime.matcher import ll_tokenizer
 
 xgrammar = pytest.importorskip("xgrammar")
 

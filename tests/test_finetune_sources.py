@@ -103,7 +103,7 @@ def test_no_bfcl_question_text_in_the_training_data(mix):
 
 
 def builder_bfcl_file():
-    from constrained_fc.data import data_dir
+    from constrained_fc.eval.data import data_dir
     return data_dir() / "bfcl" / "BFCL_v3_simple.json"
 
 

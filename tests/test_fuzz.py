@@ -18,7 +18,7 @@ from hypothesis_jsonschema import from_schema
 
 import constrained_fc as cf
 from constrained_fc.chat import render_prompt
-from constrained_fc.matcher import TokenMatcher
+from constrained_fc.runtime.matcher import TokenMatcher
 
 NAMES = st.text("abcdefgh_", min_size=1, max_size=6)
 SCALARS = st.one_of(st.none(), st.booleans(), st.integers(-1000, 1000), st.text("abcxyz -", max_size=6))

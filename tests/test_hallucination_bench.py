@@ -12,7 +12,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import hallucination as hb  # noqa: E402
 
-from constrained_fc.data import BFCL_CATEGORIES, load_bfcl  # noqa: E402
+from constrained_fc.eval.data import BFCL_CATEGORIES, load_bfcl  # noqa: E402
 
 REQUIRED_KEYS = {"category", "mode", "n", "called", "parse_failures", "unknown_function", "schema_violations",
                  "hallucinated_calls", "ast_accuracy", "finish_tool_calls", "mean_new_tokens", "wall_s"}

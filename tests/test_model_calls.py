@@ -116,7 +116,7 @@ def test_processor_in_model_generate(smollm):
 def test_bfcl_calls_end(smollm):
     """Issue bar: first 50 `simple` + 50 `multiple`, required, parallel allowed: >= 95% end with
     finish_reason="tool_calls" within 128 new tokens, and none returns an invalid call."""
-    from constrained_fc.data import load_bfcl
+    from constrained_fc.eval.data import load_bfcl
     model, tok = smollm
     ended, invalid, n = 0, 0, 0
     for cat in ("simple", "multiple"):

@@ -5,7 +5,7 @@ import copy
 import pytest
 
 import constrained_fc as cf
-from constrained_fc.prompt_cache import PromptCache
+from constrained_fc.runtime.prompt_cache import PromptCache
 
 TOOLS = [{"type": "function", "function": {
     "name": "get_weather", "description": "Weather forecast for a city.",
@@ -75,7 +75,7 @@ def test_an_entry_is_not_changed_by_the_generation_that_used_it(tiny_model):
 
 @pytest.mark.model
 def test_greedy_output_identical_with_and_without_the_cache(smollm):
-    from constrained_fc.data import load_bfcl
+    from constrained_fc.eval.data import load_bfcl
     m, t = smollm
     pc = PromptCache()
     for case in load_bfcl("multiple", limit=4):

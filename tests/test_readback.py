@@ -7,9 +7,9 @@ import lark
 import pytest
 
 import constrained_fc as cf
-from constrained_fc import tool_grammar
+from constrained_fc.compiler import tool_grammar
 from constrained_fc.errors import GrammarMismatchError
-from constrained_fc.reply import parse_body, parse_generated
+from constrained_fc.runtime.reply import parse_body, parse_generated
 
 # A config-style API: 150 optional properties (string, integer, two-value enum, in turn).
 KINDS = [{"type": "string"}, {"type": "integer"}, {"enum": ["on", "off"]}]

@@ -1,4 +1,4 @@
-"""constrained_fc.regex: each regex is checked against an independent oracle (Python's own comparisons, the
+"""constrained_fc.compiler.regex: each regex is checked against an independent oracle (Python's own comparisons, the
 length of the decoded string, `re.search` on the decoded string, the JSON-Schema-Test-Suite labels), and
 every one must be accepted by both llguidance and lark."""
 import datetime
@@ -17,7 +17,7 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from constrained_fc.regex import (UnsupportedPattern, any_string_regex, format_regex, int_range, number_range,
+from constrained_fc.compiler.regex import (UnsupportedPattern, any_string_regex, format_regex, int_range, number_range,
                                   pattern_regex, string_regex)
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"

@@ -13,7 +13,7 @@ import constrained_fc as cf
 from constrained_fc.agent import execute, result_text, run_agent, to_jsonable
 from constrained_fc.chat import ChatFormatError, encode_prompt, render_prompt
 from constrained_fc.errors import ContextLengthError, ToolSchemaError
-from constrained_fc.schema_compiler import check_grammar
+from constrained_fc.compiler.schema_compiler import check_grammar
 
 WEATHER = [{"type": "function", "function": {
     "name": "get_weather", "description": "Weather forecast for a city.",
@@ -299,7 +299,7 @@ def test_deeply_nested_training_line_is_skipped(tmp_path):
 
 # -- 8. smaller ----------------------------------------------------------------------------------------------
 def test_enum_members_deduplicate_by_json_equality():
-    from constrained_fc.schema_ir import _json_equal, _json_key
+    from constrained_fc.compiler.schema_ir import _json_equal, _json_key
     values = [1, 1.0, True, "1", [1], [1.0], {"a": 1}, {"a": 1.0}, None, 0, False, 2.5, {"b": [True]}]
     for a in values:
         for b in values:

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from constrained_fc import ConstrainedFCError, ToolSchemaError
-from constrained_fc.data import load_bfcl
+from constrained_fc.eval.data import load_bfcl
 from constrained_fc.retrieval import (Embedder, EmbeddingStore, ToolIndex, ToolIndexError, called_tools,
                                       default_embedder, request_text, select_tools, tool_text)
 
@@ -195,7 +195,7 @@ def test_the_embedder_is_shared():
 @pytest.mark.model
 def test_generate_with_retrieve_calls_the_right_tool_from_the_library(smollm, library):
     from constrained_fc import generate
-    from constrained_fc.logits_processor import _compile_cached
+    from constrained_fc.runtime.plan import _compile_cached
     model, tok = smollm
     case = load_bfcl("simple", limit=1)[0]  # the triangle-area question
     res = generate(model, tok, case.messages, library, retrieve=3)

@@ -9,7 +9,7 @@ import torch
 import constrained_fc as cf
 from constrained_fc.chat import TOOL_CALLS, render_prompt
 from constrained_fc.errors import ConstrainedFCError
-from constrained_fc.matcher import TokenMatcher
+from constrained_fc.runtime.matcher import TokenMatcher
 
 TOOLS = [
     {"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object", "properties": {

@@ -41,7 +41,7 @@ def test_default_is_the_fine_tune_and_base_is_untuned(smollm):
 
 def test_auto_calls_when_a_tool_fits_and_answers_otherwise(smollm):
     from constrained_fc.cli import DEMO_NO_TOOL_QUESTION, DEMO_QUESTION, DEMO_TOOLS
-    from constrained_fc.decoding import generate
+    from constrained_fc.runtime.decoding import generate
     model, tok = smollm
     r = generate(model, tok, [{"role": "user", "content": DEMO_QUESTION}], DEMO_TOOLS, max_new_tokens=96)
     assert r.finish_reason == "tool_calls" and [c.name for c in r.tool_calls] == ["get_weather"]

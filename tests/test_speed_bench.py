@@ -127,7 +127,7 @@ ROW_KEYS = {"kind", "engine", "n", "wall_s_per_call", "tokens_per_s", "new_token
 
 
 def _case():
-    from constrained_fc.data import load_bfcl
+    from constrained_fc.eval.data import load_bfcl
     try:
         return load_bfcl("simple", limit=1)[0]
     except FileNotFoundError as e:

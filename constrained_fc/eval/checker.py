@@ -23,8 +23,8 @@ import warnings
 from dataclasses import dataclass
 from typing import Any, Iterable, Mapping
 
-from .call_scanner import closing_bracket
-from .tools import normalize_tools, schema_validator
+from ..compiler.call_scanner import closing_bracket
+from ..compiler.tools import normalize_tools, schema_validator
 
 __all__ = ["CheckResult", "check_calls", "parse_lenient", "hallucination_kind", "standardize_string"]
 

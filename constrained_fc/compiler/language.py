@@ -8,7 +8,7 @@ import functools
 
 import llguidance
 
-from .errors import ConstrainedFCError
+from ..errors import ConstrainedFCError
 
 
 class _ByteVocabulary:

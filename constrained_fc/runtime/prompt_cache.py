@@ -22,7 +22,7 @@ DEFAULT_MAX_ENTRIES = 4
 class PromptCache:
     def __init__(self, max_entries: int = DEFAULT_MAX_ENTRIES):
         if not isinstance(max_entries, int) or isinstance(max_entries, bool) or max_entries < 1:
-            from .errors import ConstrainedFCError
+            from ..errors import ConstrainedFCError
             raise ConstrainedFCError(f"max_entries must be a positive integer, got {max_entries!r}")
         self.max_entries = max_entries
         self._entries: OrderedDict = OrderedDict()  # (model ref, tokenizer ref, ids tuple) -> cache

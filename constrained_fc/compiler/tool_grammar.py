@@ -11,7 +11,7 @@ from typing import Any, Iterable, Sequence
 
 import jsonschema
 
-from .errors import ConstrainedFCError, GrammarMismatchError, ToolSchemaError
+from ..errors import ConstrainedFCError, GrammarMismatchError, ToolSchemaError
 from .call_scanner import CallScanner
 from .language import in_language, mismatch
 from .schema_compiler import (Dialect, LarkEmitter, check_grammar, Renderer, lark_literal, load_template, rule_name,

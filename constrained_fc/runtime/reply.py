@@ -4,9 +4,9 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 
-from .errors import GrammarMismatchError
-from .tool_grammar import ToolGrammar
-from .tools import ToolCall
+from ..errors import GrammarMismatchError
+from ..compiler.tool_grammar import ToolGrammar
+from ..compiler.tools import ToolCall
 
 
 @dataclass

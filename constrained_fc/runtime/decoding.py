@@ -13,13 +13,14 @@ from typing import Any, Iterator
 import torch
 from transformers import DynamicCache
 
-from .call_scanner import CallScanner
-from .errors import ConstrainedFCError, ContextLengthError
-from .logits_processor import DEFAULT_MAX_ARRAY_ITEMS, DEFAULT_MAX_CALLS, DEFAULT_MAX_STRING_LENGTH, CallPlan
+from ..compiler.call_scanner import CallScanner
+from ..errors import ConstrainedFCError, ContextLengthError
+from ..compiler.options import UNSET, Options
+from .plan import CallPlan
 from .matcher import allocate_bitmask, apply_bitmask
 from .reply import parse_body
-from .retrieval import ToolIndex, select_tools
-from .tools import Tool, ToolCall, normalize_tool
+from ..retrieval import ToolIndex, select_tools
+from ..compiler.tools import Tool, ToolCall, normalize_tool
 
 
 @dataclass
@@ -76,7 +77,7 @@ def prefill_segments(tokenizer, ids: list[int]) -> list[int]:
     """Where the prompt's prefill is cut (positions > 0, ascending): before each assistant / tool turn's
     `<|im_start|>` and right after `[/AVAILABLE_TOOLS]`, the points later prompts of the same conversation or
     tools share. Decided by the ids up to each point only, so two prompts with a common prefix cut it alike."""
-    from .chat import END_AVAILABLE_TOOLS
+    from ..chat import END_AVAILABLE_TOOLS
     start = tokenizer.convert_tokens_to_ids("<|im_start|>")
     end_tools = tokenizer.convert_tokens_to_ids(END_AVAILABLE_TOOLS)
     unk = tokenizer.unk_token_id
@@ -144,23 +145,22 @@ def _check_generation_args(max_new_tokens, do_sample, temperature, top_p) -> Non
             raise ConstrainedFCError(f"top_p must be in (0, 1], got {top_p!r}")
 
 
-def generate(model, tokenizer, messages, tools, *, tool_choice: Any = "auto", format: str | None = None,
+def generate(model, tokenizer, messages, tools, *, tool_choice: Any = "auto", options: Options | None = None,
              fast_forward: bool = True, max_new_tokens: int = 256, do_sample: bool = False,
-             temperature: float = 1.0, top_p: float = 1.0, stream: bool = False, parallel: bool = True,
-             max_calls: int | None = DEFAULT_MAX_CALLS,
-             max_string_length: int | None = DEFAULT_MAX_STRING_LENGTH,
-             max_array_items: int | None = DEFAULT_MAX_ARRAY_ITEMS, whitespace: str = "canonical",
+             temperature: float = 1.0, top_p: float = 1.0, stream: bool = False,
              seed: int | None = None, response_format: dict | None = None, prompt_cache: Any = True,
-             retrieve: int | None = None):
+             retrieve: int | None = None, format: str | None = UNSET, parallel: bool = UNSET,
+             max_calls: int | None = UNSET, max_string_length: int | None = UNSET,
+             max_array_items: int | None = UNSET, whitespace: str = UNSET, strict: bool = UNSET):
     """Generate one assistant turn. Returns a `Result`; with stream=True, an iterator of OpenAI-style deltas
     (`{"content": ...}`, `{"tool_calls": [{"index", "id", "function": {"name" | "arguments"}}]}`) ending with
     `{"finish_reason": ..., "result": Result}` (plus `"withdrawn_tool_calls": [index, ...]` when the token
     limit cut calls whose deltas were already streamed: they are not in the result).
 
+    options: an `Options` (format, parallel, max_calls, max_string_length, max_array_items, whitespace,
+    strict; defaults and meaning documented there); the same names as plain keywords override its fields.
     fast_forward feeds the tokens the grammar forces in one forward pass; with False they are fed one pass
-    each. Both produce the same tokens. max_calls bounds calls per turn (default 8); max_string_length bounds
-    strings whose schema has no maxLength (default 128 characters) and max_array_items arrays with no maxItems
-    (default 16), so a run-on string or list cannot eat the budget.
+    each. Both produce the same tokens.
 
     prompt_cache: True (the process-wide `prompt_cache.SHARED`), False, or a `PromptCache`: the KV of the longest
     prefix of this prompt already run through this model is reused, so only the rest is prefilled (a second
@@ -174,6 +174,9 @@ def generate(model, tokenizer, messages, tools, *, tool_choice: Any = "auto", fo
     best match the last user message, plus the tools the conversation already called and the one tool_choice
     names, go into the prompt and the grammar (`result.retrieved_tools` lists them). See `retrieval`."""
     _check_generation_args(max_new_tokens, do_sample, temperature, top_p)
+    options = Options.resolve(options, format=format, parallel=parallel, max_calls=max_calls,
+                              max_string_length=max_string_length, max_array_items=max_array_items,
+                              whitespace=whitespace, strict=strict)
     retrieved = None
     if retrieve is not None or isinstance(tools, ToolIndex):
         tools = select_tools(tools, messages, retrieve, tool_choice=tool_choice)
@@ -190,11 +193,9 @@ def generate(model, tokenizer, messages, tools, *, tool_choice: Any = "auto", fo
         for _ in run.events():
             pass
         return run.result
-    run = _Decoder(model, tokenizer, messages, tools, tool_choice=tool_choice, format=format,
+    run = _Decoder(model, tokenizer, messages, tools, tool_choice=tool_choice, options=options,
                    fast_forward=fast_forward, max_new_tokens=max_new_tokens, do_sample=do_sample,
-                   temperature=temperature, top_p=top_p, parallel=parallel, max_calls=max_calls,
-                   max_string_length=max_string_length, max_array_items=max_array_items, whitespace=whitespace,
-                   seed=seed, stream=stream, prompt_cache=prompt_cache)
+                   temperature=temperature, top_p=top_p, seed=seed, stream=stream, prompt_cache=prompt_cache)
     run.retrieved = retrieved
     if stream:
         return run.events()
@@ -204,14 +205,11 @@ def generate(model, tokenizer, messages, tools, *, tool_choice: Any = "auto", fo
 
 
 class _Decoder:
-    def __init__(self, model, tokenizer, messages, tools, *, tool_choice, format, fast_forward, max_new_tokens,
-                 do_sample, temperature, top_p, parallel, max_calls, max_string_length, max_array_items, whitespace, seed,
-                 stream, prompt_cache=True):
-        from .chat import encode_prompt
+    def __init__(self, model, tokenizer, messages, tools, *, tool_choice, options, fast_forward, max_new_tokens,
+                 do_sample, temperature, top_p, seed, stream, prompt_cache=True):
+        from ..chat import encode_prompt
         self.model, self.tok = model, tokenizer
-        self.plan = CallPlan(tokenizer, tools, tool_choice=tool_choice, format=format, parallel=parallel,
-                             max_calls=max_calls, max_string_length=max_string_length,
-                             max_array_items=max_array_items, whitespace=whitespace)
+        self.plan = CallPlan(tokenizer, tools, tool_choice=tool_choice, options=options)
         tools_for_prompt = [t.to_openai() for t in self.plan.grammar.tools] if self.plan.grammar else tools
         self.prompt_ids = encode_prompt(tokenizer, messages, tools_for_prompt or None)
         self.fast_forward = fast_forward
@@ -477,9 +475,9 @@ class _JSONDecoder:
     """Mask every token by the schema's grammar from the first one; forced runs are fed in one pass."""
 
     def __init__(self, model, tokenizer, messages, schema, *, max_new_tokens, sampling, seed, stream):
-        from .chat import encode_prompt
+        from ..chat import encode_prompt
         from .matcher import TokenMatcher
-        from .schema_compiler import compile_schema
+        from ..compiler.schema_compiler import compile_schema
         self.model, self.tok = model, tokenizer
         self.grammar = compile_schema(schema, warn=False)
         self.schema = schema

@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from .errors import ConstrainedFCError
+from ..errors import ConstrainedFCError
 from .schema_compiler import lark_literal
 from .tool_grammar import ToolGrammar, compile_tools
 

@@ -11,8 +11,8 @@ import llguidance
 import llguidance.hf
 import torch
 
-from .errors import ConstrainedFCError
-from .language import new_matcher
+from ..errors import ConstrainedFCError
+from ..compiler.language import new_matcher
 
 _LL_TOKENIZERS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 _LOCK = threading.Lock()

@@ -21,7 +21,7 @@ from typing import Any
 
 import lark
 
-from .errors import ConstrainedFCError, ToolSchemaError
+from ..errors import ConstrainedFCError, ToolSchemaError
 from .language import in_language
 from .tools import check_schema
 from .schema_ir import (AnyNode, ArrayNode, ConstNode, IRBuilder, NeverNode, Node, ObjectNode, Policy, RefNode,
@@ -84,7 +84,7 @@ class RelaxedSchemaWarning(UserWarning):
 
 
 def load_template(name: str) -> string.Template:
-    return string.Template(resources.files("constrained_fc.grammars").joinpath(name).read_text("utf-8"))
+    return string.Template(resources.files("constrained_fc.compiler.grammars").joinpath(name).read_text("utf-8"))
 
 
 def lark_literal(text: str) -> str:

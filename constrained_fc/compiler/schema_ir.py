@@ -22,7 +22,7 @@ import referencing.exceptions
 from referencing.jsonschema import DRAFT202012
 
 from . import regex as rx
-from .errors import ToolSchemaError, UnsupportedKeywordError
+from ..errors import ToolSchemaError, UnsupportedKeywordError
 
 TYPES = ("null", "boolean", "object", "array", "string", "number", "integer")
 
@@ -316,7 +316,7 @@ class IRBuilder:
 
     # -- policy -------------------------------------------------------------------------------------------
     def _fmt(self, path) -> str:
-        from .errors import format_path
+        from ..errors import format_path
         return format_path(self.path_prefix + tuple(path))
 
     def relax(self, path, keyword: str, detail: str) -> None:

@@ -6,84 +6,17 @@ forced. One matcher per batch row.
 """
 from __future__ import annotations
 
-import functools
-import json
 from typing import Any
 
 import torch
 from transformers import LogitsProcessor
 
-from .call_scanner import CallScanner
-from .errors import ConstrainedFCError
-from .matcher import TokenMatcher, allocate_bitmask, apply_bitmask
+from ..compiler.call_scanner import CallScanner
+from ..errors import ConstrainedFCError
+from .matcher import allocate_bitmask, apply_bitmask
+from ..compiler.options import UNSET, Options
+from .plan import CallPlan
 from .reply import Reply, parse_generated
-from .tool_grammar import TOOL_CHOICES, ToolGrammar, compile_tools, tool_choice_name
-
-# A tiny model under a grammar can repeat calls forever; these bound a turn (see README, "Calls that end").
-DEFAULT_MAX_CALLS = 8
-DEFAULT_MAX_STRING_LENGTH = 128
-DEFAULT_MAX_ARRAY_ITEMS = 16
-
-
-@functools.lru_cache(maxsize=64)
-def _compile_cached(tools_json: str, format: str, parallel: bool, forced: str | None, max_calls: int | None,
-                    max_string_length: int | None, max_array_items: int | None, whitespace: str) -> ToolGrammar:
-    return compile_tools(json.loads(tools_json), format=format, parallel=parallel,
-                         tool_choice=forced if forced else "auto", max_calls=max_calls,
-                         max_string_length=max_string_length, max_array_items=max_array_items,
-                         whitespace=whitespace, warn=False)
-
-
-def _tools_json(tools) -> str:
-    # Not sort_keys: property order is part of the grammar (arguments are written in schema order).
-    return json.dumps([t.to_openai() if hasattr(t, "to_openai") else t for t in tools])
-
-
-class CallPlan:
-    """What every decoding path needs to know once per request: the compiled grammar, the trigger and
-    end-of-sequence token ids, and the tool_choice mode."""
-
-    def __init__(self, tokenizer, tools, *, tool_choice: Any = "auto", format: str | None = None,
-                 parallel: bool = True, max_calls: int | None = DEFAULT_MAX_CALLS,
-                 max_string_length: int | None = DEFAULT_MAX_STRING_LENGTH,
-                 max_array_items: int | None = DEFAULT_MAX_ARRAY_ITEMS, whitespace: str = "canonical"):
-        from .chat import uses_native_tool_format
-        self.tokenizer = tokenizer
-        self.format = format or uses_native_tool_format(tokenizer) or "mistral"
-        forced = tool_choice_name(tool_choice)
-        self.mode = "named" if forced else (tool_choice or "auto")
-        if self.mode not in TOOL_CHOICES + ("named",):
-            raise ConstrainedFCError(f"tool_choice must be one of {TOOL_CHOICES} or a function")
-        self.tools = list(tools or [])
-        if not self.tools and self.mode in ("required", "named"):
-            raise ConstrainedFCError(f"tool_choice={tool_choice!r} needs at least one tool")
-        self.grammar = None
-        if self.tools:
-            self.grammar = _compile_cached(_tools_json(self.tools), self.format, parallel, forced, max_calls,
-                                           max_string_length, max_array_items, whitespace)
-        trigger = self.grammar.trigger if self.grammar else {"mistral": "[TOOL_CALLS]", "hermes": "<tool_call>"}.get(
-            self.format, "")
-        self.trigger = trigger
-        ids = tokenizer.encode(trigger, add_special_tokens=False) if trigger else []
-        self.trigger_ids = ids
-        self.trigger_id = ids[0] if len(ids) == 1 else None
-        if self.mode == "auto" and self.tools and self.trigger_id is None:
-            raise ConstrainedFCError(
-                f"format {self.format!r} has no single trigger token in this tokenizer ({trigger!r}), so "
-                "tool_choice='auto' cannot tell when a call starts; use 'required' or name a function")
-        eos = tokenizer.eos_token_id
-        self.eos_ids = [eos] if isinstance(eos, int) else list(eos or [])
-        if not self.eos_ids:
-            raise ConstrainedFCError("the tokenizer has no end-of-sequence token")
-        self.close_ids = tokenizer.encode("]", add_special_tokens=False) if self.format != "hermes" else []
-
-    @property
-    def constrained(self) -> bool:
-        return self.grammar is not None and self.mode != "none"
-
-    def matcher(self, n_vocab: int | None = None) -> TokenMatcher:
-        return TokenMatcher(self.grammar.body_lark, self.tokenizer, n_vocab=n_vocab)
-
 
 def _force(scores_row: torch.Tensor, token: int) -> None:
     keep = scores_row[token].clone()
@@ -167,13 +100,14 @@ class ToolCallLogitsProcessor(LogitsProcessor):
     not continue the previous step's starts over by itself (`reset()` does it by hand). After each call,
     `replies(sequences)` gives each row's content and validated calls."""
 
-    def __init__(self, tokenizer, tools, *, tool_choice: Any = "auto", format: str | None = None,
-                 parallel: bool = True, max_calls: int | None = DEFAULT_MAX_CALLS,
-                 max_string_length: int | None = DEFAULT_MAX_STRING_LENGTH,
-                 max_array_items: int | None = DEFAULT_MAX_ARRAY_ITEMS, whitespace: str = "canonical"):
-        self.plan = CallPlan(tokenizer, tools, tool_choice=tool_choice, format=format, parallel=parallel,
-                             max_calls=max_calls, max_string_length=max_string_length,
-                             max_array_items=max_array_items, whitespace=whitespace)
+    def __init__(self, tokenizer, tools, *, tool_choice: Any = "auto", options: Options | None = None,
+                 format: str | None = UNSET, parallel: bool = UNSET, max_calls: int | None = UNSET,
+                 max_string_length: int | None = UNSET, max_array_items: int | None = UNSET,
+                 whitespace: str = UNSET, strict: bool = UNSET):
+        options = Options.resolve(options, format=format, parallel=parallel, max_calls=max_calls,
+                                  max_string_length=max_string_length, max_array_items=max_array_items,
+                                  whitespace=whitespace, strict=strict)
+        self.plan = CallPlan(tokenizer, tools, tool_choice=tool_choice, options=options)
         self.reset()
 
     def reset(self) -> None:

@@ -13,7 +13,7 @@ from typing import Any, Iterable, Mapping
 import jsonschema
 import jsonschema_rs
 
-from .errors import ToolSchemaError
+from ..errors import ToolSchemaError
 
 NAME_RE = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 

@@ -1,0 +1,68 @@
+"""What every decoding path needs to know once per request: the compiled grammar (cached by the tool
+list's content and the `Options`), the trigger and end-of-sequence ids, and the tool_choice mode. Our own loop
+(`decoding`), the HF processor (`logits_processor`) and the server all start here."""
+from __future__ import annotations
+
+import functools
+import json
+from typing import Any
+
+from ..compiler.options import Options
+from ..compiler.tool_grammar import TOOL_CHOICES, ToolGrammar, compile_tools, tool_choice_name
+from ..errors import ConstrainedFCError
+from .matcher import TokenMatcher
+
+
+@functools.lru_cache(maxsize=64)
+def _compile_cached(tools_json: str, options: Options, forced: str | None) -> ToolGrammar:
+    return compile_tools(json.loads(tools_json), tool_choice=forced if forced else "auto", warn=False,
+                         **options.compile_kwargs())
+
+
+def _tools_json(tools) -> str:
+    # Not sort_keys: property order is part of the grammar (arguments are written in schema order).
+    return json.dumps([t.to_openai() if hasattr(t, "to_openai") else t for t in tools])
+
+
+class CallPlan:
+    """What every decoding path needs to know once per request: the compiled grammar, the trigger and
+    end-of-sequence token ids, and the tool_choice mode."""
+
+    def __init__(self, tokenizer, tools, *, tool_choice: Any = "auto", options: Options | None = None):
+        from ..chat import uses_native_tool_format
+        self.tokenizer = tokenizer
+        options = options or Options()
+        self.format = options.format or uses_native_tool_format(tokenizer) or "mistral"
+        self.options = options.replace(format=self.format)
+        forced = tool_choice_name(tool_choice)
+        self.mode = "named" if forced else (tool_choice or "auto")
+        if self.mode not in TOOL_CHOICES + ("named",):
+            raise ConstrainedFCError(f"tool_choice must be one of {TOOL_CHOICES} or a function")
+        self.tools = list(tools or [])
+        if not self.tools and self.mode in ("required", "named"):
+            raise ConstrainedFCError(f"tool_choice={tool_choice!r} needs at least one tool")
+        self.grammar = None
+        if self.tools:
+            self.grammar = _compile_cached(_tools_json(self.tools), self.options, forced)
+        trigger = self.grammar.trigger if self.grammar else {"mistral": "[TOOL_CALLS]", "hermes": "<tool_call>"}.get(
+            self.format, "")
+        self.trigger = trigger
+        ids = tokenizer.encode(trigger, add_special_tokens=False) if trigger else []
+        self.trigger_ids = ids
+        self.trigger_id = ids[0] if len(ids) == 1 else None
+        if self.mode == "auto" and self.tools and self.trigger_id is None:
+            raise ConstrainedFCError(
+                f"format {self.format!r} has no single trigger token in this tokenizer ({trigger!r}), so "
+                "tool_choice='auto' cannot tell when a call starts; use 'required' or name a function")
+        eos = tokenizer.eos_token_id
+        self.eos_ids = [eos] if isinstance(eos, int) else list(eos or [])
+        if not self.eos_ids:
+            raise ConstrainedFCError("the tokenizer has no end-of-sequence token")
+        self.close_ids = tokenizer.encode("]", add_special_tokens=False) if self.format != "hermes" else []
+
+    @property
+    def constrained(self) -> bool:
+        return self.grammar is not None and self.mode != "none"
+
+    def matcher(self, n_vocab: int | None = None) -> TokenMatcher:
+        return TokenMatcher(self.grammar.body_lark, self.tokenizer, n_vocab=n_vocab)
