@@ -4,7 +4,9 @@ cost of reading calls back.
 compile: `compile_tools` (tool schemas -> Lark text, metaschema checks included), then llguidance's matcher
 construction on the embedded model's tokenizer. cached: the same list again through the runtime's grammar
 cache (keyed by the tool list's content), what a repeated retrieval set or a second request pays. mask: µs per `fill_mask` while a seeded random walk writes
-calls through the grammar (every step picks a random allowed token), p50 and p99.
+calls through the grammar (every step picks a random allowed token), p50 and p99; a call list's
+opening masks are cached per grammar (runtime/matcher.py), so walks after the first copy them, as a
+second request with the same tools does.
 
 read-back: a config-style tool of 150 optional properties (string, integer, two-value enum, in turn) called
 with every other one set, in each call format. `parse(text, trusted=True)` is what decoding does with the

@@ -16,6 +16,14 @@ from ..compiler.language import new_matcher
 
 _LL_TOKENIZERS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 _LOCK = threading.Lock()
+# The masks of a call list's first few tokens are the slow ones: there the lexer meets every tool name at
+# once (at 1,000 tools: 4.6 ms at the start, 3.8 ms after "[", 5.5 ms after '[{"name": "', against 58 µs
+# for a later mask, p50). They depend only on the grammar and the tokens consumed since its start, and those
+# tokens are mostly forced, so the same few states recur in every call: their masks are computed once per
+# (tokenizer, vocabulary size, grammar, tokens so far) and copied.
+_PREFIX_MASKS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+_MAX_PREFIX_MASKS = 256
+_MAX_PREFIX = 16  # tokens; past this, states rarely recur
 
 
 def ll_tokenizer(tokenizer, n_vocab: int | None = None) -> llguidance.LLTokenizer:
@@ -74,22 +82,55 @@ class TokenMatcher:
         self.ll = new_matcher(self.ll_tokenizer, grammar)
         self.mask_seconds = 0.0
         self.mask_calls = 0
+        self._grammar = grammar
+        self._prefix: tuple | None = ()  # tokens consumed since the start, while short (None: stopped tracking)
 
     def fill_mask(self, bitmask: torch.Tensor, row: int = 0) -> None:
         t0 = time.perf_counter()
         v = bitmask[row]
-        self.ll.unsafe_compute_mask_ptr(v.data_ptr(), v.numel() * v.element_size())
+        masks = self._prefix_masks() if self._prefix is not None else None
+        key = (self.n_vocab, self._grammar, self._prefix)
+        cached = masks.get(key) if masks is not None else None
+        if cached is not None and cached.shape == v.shape:
+            v.copy_(cached)
+        else:
+            self.ll.unsafe_compute_mask_ptr(v.data_ptr(), v.numel() * v.element_size())
+            if masks is not None and not self.ll.is_error():
+                with _LOCK:
+                    masks[key] = v.clone()
+                    while len(masks) > _MAX_PREFIX_MASKS:
+                        masks.pop(next(iter(masks)))
         self.mask_seconds += time.perf_counter() - t0
         self.mask_calls += 1
 
+    def _prefix_masks(self) -> dict | None:
+        try:
+            with _LOCK:
+                return _PREFIX_MASKS.setdefault(self.tokenizer, {})
+        except TypeError:  # a tokenizer that cannot be weakly referenced: no cache
+            return None
+
+    def _track(self, tokens: list[int], ok: bool) -> None:
+        if self._prefix is not None:
+            prefix = self._prefix + tuple(tokens)
+            self._prefix = prefix if ok and len(prefix) <= _MAX_PREFIX else None
+
     def consume(self, token: int) -> bool:
-        return self.ll.consume_token(int(token))
+        ok = self.ll.consume_token(int(token))
+        self._track([int(token)], ok)
+        return ok
 
     def consume_many(self, tokens) -> bool:
-        return self.ll.consume_tokens([int(t) for t in tokens])
+        tokens = [int(t) for t in tokens]
+        ok = self.ll.consume_tokens(tokens)
+        self._track(tokens, ok)
+        return ok
 
     def try_consume(self, tokens) -> int:
-        return self.ll.try_consume_tokens([int(t) for t in tokens])
+        tokens = [int(t) for t in tokens]
+        n = self.ll.try_consume_tokens(tokens)
+        self._track(tokens[:n], True)
+        return n
 
     def allows(self, tokens) -> bool:
         """Would these tokens be accepted from here? (Nothing is consumed.)"""
@@ -103,6 +144,8 @@ class TokenMatcher:
     def rollback(self, n: int) -> None:
         if n and not self.ll.rollback(n):
             raise ConstrainedFCError(f"llguidance could not roll back {n} tokens: {self.ll.get_error()}")
+        if n and self._prefix is not None:
+            self._prefix = self._prefix[:-n] if n <= len(self._prefix) else None
 
     @property
     def done(self) -> bool:
