@@ -31,6 +31,7 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
+from .chat import normalize_messages
 from .errors import ConstrainedFCError
 from .compiler.tool_grammar import tool_choice_name
 from .compiler.tools import Tool, normalize_tools
@@ -289,36 +290,19 @@ def _scaled(x: np.ndarray) -> np.ndarray:
     return (x - lo) / (hi - lo) if hi > lo else np.zeros_like(x)
 
 
-def _text_of(content: Any) -> str:
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):  # OpenAI content parts
-        return " ".join(p.get("text", "") for p in content if isinstance(p, dict))
-    return ""
-
-
 def request_text(messages: Sequence[dict]) -> str:
-    """What a turn is retrieved for: the last user message (an agent's later steps keep its question)."""
-    for m in reversed(list(messages or [])):
-        if isinstance(m, dict) and m.get("role") == "user":
-            return _text_of(m.get("content"))
+    """What a turn is retrieved for: the last user message (an agent's later steps keep its question).
+    Messages are read by `chat.normalize_messages`, the reader every prompt goes through."""
+    for m in reversed(normalize_messages(messages)):
+        if m["role"] == "user":
+            return m["content"]
     return ""
 
 
 def called_tools(messages: Sequence[dict]) -> list[str]:
     """Names of the tools the conversation's assistant turns have called (OpenAI and legacy shapes)."""
-    out = []
-    for m in messages or []:
-        if not isinstance(m, dict) or m.get("role") != "assistant":
-            continue
-        for call in m.get("tool_calls") or []:
-            fn = call.get("function", call) if isinstance(call, dict) else {}
-            if isinstance(fn, dict) and isinstance(fn.get("name"), str):
-                out.append(fn["name"])
-        legacy = m.get("function_call")
-        if isinstance(legacy, dict) and isinstance(legacy.get("name"), str):
-            out.append(legacy["name"])
-    return out
+    return [c["function"]["name"] for m in normalize_messages(messages) if m["role"] == "assistant"
+            for c in m.get("tool_calls") or []]
 
 
 def library_hash(tools: Iterable[Any]) -> str:
