@@ -495,6 +495,38 @@ def measure_prompt_cache(model, tok, cases, max_new_tokens: int) -> list[dict]:
     return rows
 
 
+BATCH_COLUMNS = ["batch", "n", "wall_s", "calls_per_s", "speedup", "valid_calls", "same_as_batch_1"]
+
+
+def measure_batch(model, tok, cases, sizes, max_new_tokens: int) -> list[dict]:
+    """Throughput of our loop when `generate` gets a list of conversations (one batch): the same cases at
+    each batch size, in one run. calls/s = valid calls written / wall time; speedup against batch 1;
+    same_as_batch_1 = the share of cases whose greedy output text equals batch 1's."""
+    from constrained_fc.runtime.decoding import generate
+    rows, texts = [], {}
+    generate(model, tok, [cases[0].messages] * max(sizes), [cases[0].functions] * max(sizes),
+             max_new_tokens=8)  # warm-up: the first batch shape of each size is slow
+    for size in sizes:
+        t0 = time.perf_counter()
+        results = []
+        for i in tqdm(range(0, len(cases), size), desc=f"batch {size}"):
+            chunk = cases[i:i + size]
+            results += generate(model, tok, [c.messages for c in chunk], [c.functions for c in chunk],
+                                max_new_tokens=max_new_tokens)
+        wall = time.perf_counter() - t0
+        valid = sum(len(r.valid_calls) for r in results)
+        texts[size] = [r.text for r in results]
+        rows.append({"kind": "batch", "batch": size, "n": len(cases), "wall_s": round(wall, 2),
+                     "calls_per_s": round(valid / wall, 3) if wall else None, "valid_calls": valid})
+    base = rows[0]["calls_per_s"] if rows and rows[0]["batch"] == 1 else None
+    for row in rows:
+        row["speedup"] = round(row["calls_per_s"] / base, 2) if base and row["calls_per_s"] else None
+        if 1 in texts:
+            same = sum(a == b for a, b in zip(texts[1], texts[row["batch"]]))
+            row["same_as_batch_1"] = round(same / len(cases), 3)
+    return rows
+
+
 def main(argv=None) -> int:
     ap = parser(__doc__.splitlines()[0], "speed")
     ap.set_defaults(limit=DEFAULT_LIMIT)
@@ -509,6 +541,10 @@ def main(argv=None) -> int:
     ap.add_argument("--prompt-cache-cases", type=int, default=20,
                     help="BFCL multiple cases for the prompt-cache rows (0: skip)")
     ap.add_argument("--prompt-cache-only", action="store_true", help="run only the prompt-cache rows")
+    ap.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 4, 8],
+                    help="batch sizes for the throughput rows (BFCL simple; include 1 for the ratios)")
+    ap.add_argument("--batch-cases", type=int, default=24, help="BFCL simple cases for the throughput rows (0: skip)")
+    ap.add_argument("--batch-only", action="store_true", help="run only the batch throughput rows")
     ap.add_argument("--max-minutes", type=float, default=DEFAULT_MAX_MINUTES,
                     help="start no new case after this many minutes (the cases done so far are reported)")
     args = ap.parse_args(argv)
@@ -517,8 +553,19 @@ def main(argv=None) -> int:
     from constrained_fc.eval.data import load_bfcl
     from constrained_fc.model import load_model
     model, tok = load_model(args.model)
+    batch_rows = []
+    if args.batch_cases:
+        batch_cases = load_bfcl("simple", data_dir=args.data, limit=args.batch_cases)
+        batch_rows = measure_batch(model, tok, batch_cases, args.batch_sizes, args.max_new_tokens)
+    if args.batch_only:
+        md = ("# Batched decoding (BFCL simple)\n\n" + md_table(batch_rows, BATCH_COLUMNS) + "\n\n"
+              f"torch threads {torch.get_num_threads()}, max_new_tokens {args.max_new_tokens}.\n")
+        out = write_results(args.out, batch_rows, md)
+        print(md)
+        print(f"wrote {out}")
+        return 0
     cache_rows = []
-    if args.prompt_cache_cases:
+    if args.prompt_cache_cases and not args.batch_only:
         cache_cases = load_bfcl("multiple", data_dir=args.data, limit=args.prompt_cache_cases)
         cache_rows = measure_prompt_cache(model, tok, cache_cases, args.max_new_tokens)
     if args.prompt_cache_only:
@@ -615,6 +662,9 @@ def main(argv=None) -> int:
     if bench.backend_ms:
         md += ["One-off backend construction (not in setup or wall): " + ", ".join(
             f"{k} {v:.0f} ms" for k, v in bench.backend_ms.items()), ""]
+    if batch_rows:
+        md += ["## Batched decoding (BFCL simple, `generate` given a list of conversations)", "",
+               md_table(batch_rows, BATCH_COLUMNS), ""]
     if cache_rows:
         md += ["## Prompt cache (BFCL multiple, the same tools again)", "",
                md_table(cache_rows, CACHE_COLUMNS), ""]
@@ -625,7 +675,7 @@ def main(argv=None) -> int:
            f"_Run took {elapsed / 60:.1f} min._"]
     light = [{k: v for k, v in r.items() if k != "decode_forward_ms"} for r in records]
     out = write_results(args.out, rows, "\n".join(md),
-                        extra={"mask": mask_rows, "calls": light, "prompt_cache": cache_rows,
+                        extra={"mask": mask_rows, "calls": light, "prompt_cache": cache_rows, "batch": batch_rows,
                                "settings": {"model": args.model, "limit": args.limit, "categories": args.categories,
                                             "cases_run": done, "cases_planned": len(cases),
                                             "max_new_tokens": args.max_new_tokens, "engines": engines,

@@ -99,6 +99,13 @@ class CallScanner:
         """Every bracket the text opened is closed again (for mistral and python: the call list is complete)."""
         return self._pos > 0 and self._depth == 0 and not self._in_str
 
+    @property
+    def between_calls(self) -> bool:
+        """The text ends after a complete call, outside any string and open bracket of a next one: where a
+        list may be closed."""
+        return (bool(self.calls) and self.calls[-1].complete and self._depth == self.call_depth
+                and not self._in_str)
+
     def call_text(self, span: CallSpan) -> str:
         return self.text[span.start:span.end if span.end is not None else len(self.text)]
 

@@ -13,14 +13,16 @@ from typing import Any, Iterator
 import torch
 from transformers import DynamicCache
 
-from ..compiler.call_scanner import CallScanner
-from ..errors import ConstrainedFCError, ContextLengthError
+import jsonschema
+
 from ..compiler.options import UNSET, Options
-from .plan import CallPlan
-from .matcher import allocate_bitmask, apply_bitmask
-from .reply import parse_body
+from ..compiler.tools import Tool, ToolCall, new_call_id, normalize_tool
+from ..errors import ConstrainedFCError, ContextLengthError
 from ..retrieval import ToolIndex, select_tools
-from ..compiler.tools import Tool, ToolCall, normalize_tool
+from .matcher import allocate_bitmask
+from .plan import CallPlan, SchemaPlan
+from .reply import parse_body
+from .session import Session
 
 
 @dataclass
@@ -172,31 +174,42 @@ def generate(model, tokenizer, messages, tools, *, tool_choice: Any = "auto", op
 
     retrieve=k: `tools` is a library (a list of any size, or a `retrieval.ToolIndex`); only the k tools that
     best match the last user message, plus the tools the conversation already called and the one tool_choice
-    names, go into the prompt and the grammar (`result.retrieved_tools` lists them). See `retrieval`."""
+    names, go into the prompt and the grammar (`result.retrieved_tools` lists them). See `retrieval`.
+
+    messages may also be a list of conversations: they are decoded as one batch (`batch.decode_batch`, one
+    session per row, fast-forward per row) and a list of `Result`s comes back, in order; `tools` is then one
+    list for every conversation or a list of lists, one per conversation. A batch does not stream and does not
+    use the prompt cache."""
     _check_generation_args(max_new_tokens, do_sample, temperature, top_p)
     options = Options.resolve(options, format=format, parallel=parallel, max_calls=max_calls,
                               max_string_length=max_string_length, max_array_items=max_array_items,
                               whitespace=whitespace, strict=strict)
-    retrieved = None
-    if retrieve is not None or isinstance(tools, ToolIndex):
-        tools = select_tools(tools, messages, retrieve, tool_choice=tool_choice)
-        retrieved = [t.name if isinstance(t, Tool) else normalize_tool(t, i).name for i, t in enumerate(tools)]
     schema = response_schema(response_format)
-    if schema is not None:
-        if tools and tool_choice != "none":
-            raise ConstrainedFCError("response_format json_object / json_schema cannot be combined with tools "
-                                     "(send tool_choice='none' or no tools)")
-        run = _JSONDecoder(model, tokenizer, messages, schema, max_new_tokens=max_new_tokens,
-                           sampling=(do_sample, temperature, top_p), seed=seed, stream=stream)
+    if schema is not None and tools and tool_choice != "none":
+        raise ConstrainedFCError("response_format json_object / json_schema cannot be combined with tools "
+                                 "(send tool_choice='none' or no tools)")
+    from .batch import decode_batch, is_batch
+    if is_batch(messages):
         if stream:
-            return run.events()
-        for _ in run.events():
-            pass
-        return run.result
+            raise ConstrainedFCError("stream=True takes one conversation, not a list of them")
+        row_tools = tools if is_batch(tools) else [tools] * len(messages)
+        if len(row_tools) != len(messages):
+            raise ConstrainedFCError(f"{len(messages)} conversations but {len(row_tools)} tool lists: pass one "
+                                     "tool list for all, or one per conversation")
+        runs = [_Decoder(model, tokenizer, conversation, row, tool_choice=tool_choice, options=options,
+                         fast_forward=fast_forward, max_new_tokens=max_new_tokens, do_sample=do_sample,
+                         temperature=temperature, top_p=top_p, seed=seed, stream=False, prompt_cache=False,
+                         schema=schema, retrieve=retrieve) for conversation, row in zip(messages, row_tools)]
+        results = decode_batch(model, tokenizer, [run.plan for run in runs], [run.prompt_ids for run in runs],
+                               max_new_tokens=max_new_tokens, fast_forward=fast_forward,
+                               sampling=(do_sample, temperature, top_p), seed=seed)
+        for run, result in zip(runs, results):
+            result.retrieved_tools = run.retrieved
+        return results
     run = _Decoder(model, tokenizer, messages, tools, tool_choice=tool_choice, options=options,
                    fast_forward=fast_forward, max_new_tokens=max_new_tokens, do_sample=do_sample,
-                   temperature=temperature, top_p=top_p, seed=seed, stream=stream, prompt_cache=prompt_cache)
-    run.retrieved = retrieved
+                   temperature=temperature, top_p=top_p, seed=seed, stream=stream, prompt_cache=prompt_cache,
+                   schema=schema, retrieve=retrieve)
     if stream:
         return run.events()
     for _ in run.events():
@@ -205,12 +218,24 @@ def generate(model, tokenizer, messages, tools, *, tool_choice: Any = "auto", op
 
 
 class _Decoder:
+    """One conversation through our loop: prefill (with the prompt cache), then one `Session` decides every
+    token; a forced run is fed in one forward pass (fast_forward) and a repeated call is rolled back."""
+
     def __init__(self, model, tokenizer, messages, tools, *, tool_choice, options, fast_forward, max_new_tokens,
-                 do_sample, temperature, top_p, seed, stream, prompt_cache=True):
+                 do_sample, temperature, top_p, seed, stream, prompt_cache=True, schema=None, retrieve=None):
         from ..chat import encode_prompt
         self.model, self.tok = model, tokenizer
-        self.plan = CallPlan(tokenizer, tools, tool_choice=tool_choice, options=options)
-        tools_for_prompt = [t.to_openai() for t in self.plan.grammar.tools] if self.plan.grammar else tools
+        self.retrieved: list[str] | None = None  # the names of the tools retrieve=k chose
+        if retrieve is not None or isinstance(tools, ToolIndex):
+            tools = select_tools(tools, messages, retrieve, tool_choice=tool_choice)
+            self.retrieved = [t.name if isinstance(t, Tool) else normalize_tool(t, i).name
+                              for i, t in enumerate(tools)]
+        if schema is not None:
+            self.plan = SchemaPlan(tokenizer, schema)
+            tools_for_prompt = None
+        else:
+            self.plan = CallPlan(tokenizer, tools, tool_choice=tool_choice, options=options)
+            tools_for_prompt = [t.to_openai() for t in self.plan.grammar.tools] if self.plan.grammar else tools
         self.prompt_ids = encode_prompt(tokenizer, messages, tools_for_prompt or None)
         self.fast_forward = fast_forward
         self.max_new_tokens = fit_to_context(model, self.prompt_ids, max_new_tokens)
@@ -219,7 +244,6 @@ class _Decoder:
         self.stream = stream
         self.prompt_cache = _resolve_prompt_cache(prompt_cache)
         self.result: Result | None = None
-        self.retrieved: list[str] | None = None  # set by generate when retrieve=k chose the tools
 
     # ----------------------------------------------------------------------------------------------------------
     def _forward(self, ids: list[int]) -> torch.Tensor:
@@ -228,118 +252,73 @@ class _Decoder:
         self.stats.forward_passes += 1
         return out.logits[0, -1].float()
 
-    def events(self) -> Iterator[dict]:
-        tok, plan = self.tok, self.plan
-        self.stats = Stats()
-        prompt_ids = self.prompt_ids
-        self.stats.prompt_tokens = len(prompt_ids)
+    def _prefill(self) -> torch.Tensor:
         # The prompt is always prefilled segment by segment (segments end where the chat structure does), with
         # or without the cache, so a reused segment holds exactly the KV a fresh prefill computes: greedy
         # output does not depend on what the cache held.
+        tok, prompt_ids = self.tok, self.prompt_ids
         bounds = prefill_segments(tok, prompt_ids)
         reused, cache = (self.prompt_cache.lookup(self.model, tok, prompt_ids, bounds)
                          if self.prompt_cache is not None else (0, None))
         self.cache = cache if cache is not None else DynamicCache()
         self.stats.prompt_tokens_reused = reused
         t0 = time.perf_counter()
-        with torch.inference_mode():
-            cuts = [b for b in bounds if b > reused] + [len(prompt_ids)]
-            start = reused
-            for end in cuts:
-                logits = self._forward(prompt_ids[start:end])
-                start = end
+        cuts = [b for b in bounds if b > reused] + [len(prompt_ids)]
+        start = reused
+        for end in cuts:
+            logits = self._forward(prompt_ids[start:end])
+            start = end
         self.stats.prompt_ms = 1e3 * (time.perf_counter() - t0)
+        return logits
+
+    def events(self) -> Iterator[dict]:
+        self.stats = Stats(prompt_tokens=len(self.prompt_ids))
+        with torch.inference_mode():
+            logits = self._prefill()
         t1 = time.perf_counter()
-        self.text_ids: list[int] = []
-        self.body: list[int] = []
-        self.matcher = None
-        self.scanner = CallScanner(plan.format)
+        n_vocab = logits.shape[-1]
+        self.session = row = Session(self.plan, n_vocab, rollback=True)
         self._streamed_text = ""
         self._stream_state: list[dict] = []
-        generated: list[int] = []
-        finish = "length"
-        pending: list[int] = []
-        n_vocab = logits.shape[-1]
         bitmask = allocate_bitmask(1, n_vocab)
-        self.forced_flags: list[bool] = []  # parallel to `generated`: was the token forced?
-        if plan.constrained and plan.mode in ("required", "named"):
-            generated = list(plan.trigger_ids)
-            self.forced_flags += [True] * len(generated)
-            self._start_call(n_vocab)
-            generated += self._take_forced(len(generated))
-            pending = list(generated)
+        budget = self.max_new_tokens
+        pending: list[int] = []  # tokens fed to the session but not yet to the model
         with torch.inference_mode():
-            while True:
-                if self.matcher is not None and self.matcher.done:
-                    finish = "tool_calls"
-                    break
-                if len(generated) >= self.max_new_tokens:
-                    break
-                if pending:
-                    logits = self._forward(pending)
-                    pending = []
-                forced = None
-                if self.matcher is not None and not self.fast_forward:
-                    ff = self.matcher.forced_tokens()
-                    forced = ff[0] if ff else None
-                if forced is not None:
-                    token = forced
+            while not row.done and len(row.tokens) < budget:
+                forced = row.next_forced()[: budget - len(row.tokens)]
+                if forced and not self.fast_forward:
+                    forced = forced[:1]  # one pass per forced token: the same tokens, more passes
+                    if pending:
+                        logits = self._forward(pending)
+                        pending = []
+                if forced:
+                    row.feed(forced, forced=True)
+                    pending += forced
                 else:
-                    if self.matcher is not None:
-                        self.matcher.fill_mask(bitmask, 0)
-                        apply_bitmask(logits.unsqueeze(0), bitmask)
-                    elif plan.mode == "none" and plan.trigger_id is not None:
-                        logits[plan.trigger_id] = float("-inf")
+                    if pending:
+                        logits = self._forward(pending)
+                        pending = []
+                    row.constrain(logits, bitmask)
                     token = _sample(logits, *self.sampling, self.gen)
-                generated.append(token)
-                self.forced_flags.append(forced is not None)
-                pending = [token]
-                if self.matcher is None:
-                    if token in plan.eos_ids:
-                        generated.pop()
-                        finish = "stop"
-                        break
-                    if token == plan.trigger_id and plan.constrained:
-                        self._start_call(n_vocab)
-                        more = self._take_forced(len(generated))
-                        generated += more
-                        pending += more
-                    else:
-                        self.text_ids.append(token)
+                    was_in_call = row.in_call
+                    row.feed([token])
+                    pending.append(token)
+                    if not was_in_call and not row.in_call:
                         yield from self._text_deltas()
-                    continue
-                if token in plan.eos_ids and self.matcher.accepting:
-                    # A complete list may go on (hermes: another <tool_call>) or end; the model chose to end.
-                    # End-of-turn closes the list; it is not part of the call text.
-                    generated.pop()
-                    self.forced_flags.pop()
-                    finish = "tool_calls"
-                    break
-                if not self.matcher.consume(token):
-                    raise ConstrainedFCError(f"llguidance refused token {token}: {self.matcher.error}")
-                self.body.append(token)
-                if self.fast_forward:
-                    more = self._take_forced(len(generated))
-                    generated += more
-                    pending += more
-                self.scanner.feed(tok.decode(self.body, skip_special_tokens=False))
-                dup = self.scanner.new_duplicate()
-                if dup is not None:
-                    generated = self._drop_duplicate(generated, dup)
-                    finish = "tool_calls"
-                    break
-                yield from self._call_deltas(final=False)
+                        continue
+                if row.in_call and not row.done:
+                    yield from self._call_deltas(final=False)
         self.stats.decode_ms = 1e3 * (time.perf_counter() - t1)
         if self.prompt_cache is not None:
             # Only the prompt's KV is kept: generated tokens were fed in other shapes than a prefill of the
             # same text would use, so reusing them would change later outputs by rounding.
-            self.prompt_cache.store(self.model, tok, prompt_ids, self.cache)  # this decoder is done with it
-        self.stats.tokens_generated = len(generated)
-        self.stats.tokens_forced = sum(self.forced_flags[:len(generated)])
-        if self.matcher is not None:
-            self.stats.mask_us_per_token = self.matcher.mask_us_per_token
-        self.result = self._finish(generated, finish)
-        self.result.token_ids, self.result.forced = list(generated), list(self.forced_flags[:len(generated)])
+            self.prompt_cache.store(self.model, self.tok, self.prompt_ids, self.cache)  # we are done with it
+        self.stats.tokens_generated = len(row.tokens)
+        self.stats.tokens_forced = sum(row.forced)
+        self.stats.duplicates_dropped = row.duplicates_dropped
+        self.stats.mask_us_per_token = row.mask_us_per_token
+        self.result = self._finish(row.finish or "length")
+        self.result.token_ids, self.result.forced = list(row.tokens), list(row.forced)
         self.result.retrieved_tools = self.retrieved
         yield from self._text_deltas()
         yield from self._call_deltas(final=True)
@@ -351,74 +330,17 @@ class _Decoder:
             final["withdrawn_tool_calls"] = withdrawn
         yield final
 
-    def _start_call(self, n_vocab: int) -> None:
-        self.matcher = self.plan.matcher(n_vocab)
-
-    def _take_forced(self, used: int) -> list[int]:
-        """Consume and return the tokens the grammar forces now (within the token budget)."""
-        if not self.fast_forward:
-            return []
-        ff = self.matcher.forced_tokens()[: max(0, self.max_new_tokens - used)]
-        if ff:
-            if not self.matcher.consume_many(ff):
-                raise ConstrainedFCError(f"llguidance refused its own forced tokens: {self.matcher.error}")
-            self.body.extend(ff)
-            self.forced_flags += [True] * len(ff)
-        return ff
-
-    def _drop_duplicate(self, generated: list[int], dup: int) -> list[int]:
-        """Roll the matcher back to just before the separator that introduced the repeated call `dup`, then
-        close the list. Nothing more is decoded, so the KV cache needs no repair."""
-        tok, sc = self.tok, self.scanner
-        keep_end = sc.calls[dup - 1].end
-        if self.plan.format == "hermes":
-            keep_end = sc.text.index("</tool_call>", keep_end) + len("</tool_call>")
-        j = len(self.body)
-        while j > 0 and len(tok.decode(self.body[:j], skip_special_tokens=False)) > keep_end:
-            j -= 1
-        kept_text = tok.decode(self.body[:j], skip_special_tokens=False)
-        closing = sc.text[len(kept_text):keep_end] + ("" if self.plan.format == "hermes" else "]")
-        removed = len(self.body) - j
-        self.matcher.rollback(removed)
-        self.body = self.body[:j]
-        generated = generated[:len(generated) - removed]
-        self.forced_flags = self.forced_flags[:len(generated)]
-        close_ids = tok.encode(closing, add_special_tokens=False) if closing else []
-        if close_ids and self.matcher.try_consume(close_ids) != len(close_ids):
-            raise ConstrainedFCError(f"could not close the call list after a repeated call: {self.matcher.error}")
-        self.body += close_ids
-        self.stats.duplicates_dropped += 1
-        self.scanner.feed(tok.decode(self.body, skip_special_tokens=False))
-        self.forced_flags += [True] * len(close_ids)
-        return generated + close_ids
-
-    def _finish(self, generated: list[int], finish: str) -> Result:
-        tok, plan = self.tok, self.plan
-        content = tok.decode(self.text_ids, skip_special_tokens=True).strip()
-        text = tok.decode(generated, skip_special_tokens=False)
-        if self.matcher is None:
-            return Result(content=content, finish_reason=finish, stats=self.stats, text=text)
-        body = tok.decode(self.body, skip_special_tokens=False)
-        reply = parse_body(plan.grammar, content, body, trusted=True)
-        self.stats.duplicates_dropped += reply.duplicates_dropped
-        if finish != "length" and not reply.complete:
-            # llguidance finished the grammar but the text does not read back as calls: a disagreement, never
-            # expected. Report it on the result instead of raising mid-conversation; no call is presented.
-            warnings.warn(f"call text accepted by llguidance does not read back as calls: {body[:200]!r}",
-                          RuntimeWarning)
-            return Result(content=content, finish_reason=finish, stats=self.stats, text=text,
-                          error="call text did not parse")
-        for call, state in zip(reply.tool_calls, self._stream_state):
-            call.id = state["id"]  # the ids already streamed
-        return Result(content=content, tool_calls=reply.tool_calls if reply.complete else [],
-                      finish_reason=finish if reply.complete else "length", stats=self.stats, text=text,
-                      incomplete_call=not reply.complete)
+    def _finish(self, finish: str) -> Result:
+        return build_result(self.tok, self.plan, self.session, finish, self.stats,
+                            call_ids=[state["id"] for state in self._stream_state])
 
     # -- streaming ---------------------------------------------------------------------------------------------
     def _text_deltas(self) -> Iterator[dict]:
         if not self.stream:
             return
-        text = self.tok.decode(self.text_ids, skip_special_tokens=True)
+        row = self.session
+        ids = row.tokens if self.plan.mode == "json" else row.text_ids
+        text = self.tok.decode(ids, skip_special_tokens=True)
         if text.endswith("\ufffd"):
             return  # half a UTF-8 character: wait for the rest
         if len(text) > len(self._streamed_text):
@@ -427,10 +349,13 @@ class _Decoder:
 
     def _call_deltas(self, final: bool) -> Iterator[dict]:
         """The first call streams live; later calls are held until complete, so a repeated call that gets
-        rolled back is never shown."""
-        if not self.stream or self.matcher is None:
+        rolled back is never shown. (A schema reply streams as content.)"""
+        if not self.stream or not self.session.in_call:
             return
-        sc = self.scanner
+        sc = self.session.scanner
+        if sc is None:
+            yield from self._text_deltas()
+            return
         for i, span in enumerate(sc.calls):
             if i > 0 and not span.complete and not final:
                 break
@@ -440,7 +365,7 @@ class _Decoder:
             if name is None:
                 break
             if i == len(self._stream_state):
-                state = {"id": ToolCall(name, {}).id, "sent": 0}
+                state = {"id": new_call_id(), "sent": 0}
                 self._stream_state.append(state)
                 yield {"tool_calls": [{"index": i, "id": state["id"], "type": "function",
                                        "function": {"name": name, "arguments": ""}}]}
@@ -449,6 +374,45 @@ class _Decoder:
             if len(args) > state["sent"]:
                 yield {"tool_calls": [{"index": i, "function": {"arguments": args[state["sent"]:]}}]}
                 state["sent"] = len(args)
+
+
+def build_result(tok, plan, row: Session, finish: str, stats: Stats, call_ids=()) -> Result:
+    """A finished row -> its `Result`: content, calls read back and validated (`call_ids`: the ids streamed
+    already), or for a schema reply the JSON text checked against the schema."""
+    text = tok.decode(row.tokens, skip_special_tokens=False)
+    if plan.mode == "json":
+        return _schema_result(plan.schema, tok.decode(row.tokens, skip_special_tokens=True), finish, stats)
+    content = tok.decode(row.text_ids, skip_special_tokens=True).strip()
+    if not row.in_call:
+        return Result(content=content, finish_reason=finish, stats=stats, text=text)
+    body = tok.decode(row.body, skip_special_tokens=False)
+    reply = parse_body(plan.grammar, content, body, trusted=True)
+    stats.duplicates_dropped += reply.duplicates_dropped
+    if finish != "length" and not reply.complete:
+        # llguidance finished the grammar but the text does not read back as calls: a disagreement, never
+        # expected. Report it on the result instead of raising mid-conversation; no call is presented.
+        warnings.warn(f"call text accepted by llguidance does not read back as calls: {body[:200]!r}",
+                      RuntimeWarning)
+        return Result(content=content, finish_reason=finish, stats=stats, text=text,
+                      error="call text did not parse")
+    for call, call_id in zip(reply.tool_calls, call_ids):
+        call.id = call_id
+    return Result(content=content, tool_calls=reply.tool_calls if reply.complete else [],
+                  finish_reason=finish if reply.complete else "length", stats=stats, text=text,
+                  incomplete_call=not reply.complete)
+
+
+def _schema_result(schema, content: str, finish: str, stats: Stats) -> Result:
+    """A reply held to a schema: its text is the content; a relaxed keyword the grammar let through is caught
+    by validating it against the schema."""
+    error = None
+    if finish == "stop":
+        try:
+            jsonschema.validators.validator_for(schema, default=jsonschema.Draft202012Validator)(
+                schema).validate(json.loads(content))
+        except jsonschema.ValidationError as e:
+            error = f"the reply fails the schema: {e.message}"
+    return Result(content=content, finish_reason=finish, stats=stats, text=content, error=error)
 
 
 # -- response_format: the whole reply held to one JSON Schema -------------------------------------------------
@@ -469,92 +433,3 @@ def response_schema(response_format: Any) -> dict | bool | None:
             raise ConstrainedFCError("response_format json_schema needs {'json_schema': {'schema': {...}}}")
         return spec["schema"]
     raise ConstrainedFCError(f"response_format type must be text, json_object or json_schema, got {kind!r}")
-
-
-class _JSONDecoder:
-    """Mask every token by the schema's grammar from the first one; forced runs are fed in one pass."""
-
-    def __init__(self, model, tokenizer, messages, schema, *, max_new_tokens, sampling, seed, stream):
-        from ..chat import encode_prompt
-        from .matcher import TokenMatcher
-        from ..compiler.schema_compiler import compile_schema
-        self.model, self.tok = model, tokenizer
-        self.grammar = compile_schema(schema, warn=False)
-        self.schema = schema
-        self.prompt_ids = encode_prompt(tokenizer, messages, None)
-        self.max_new_tokens = fit_to_context(model, self.prompt_ids, max_new_tokens)
-        self.sampling = sampling
-        self.gen = torch.Generator().manual_seed(seed) if seed is not None else None
-        self.stream = stream
-        self._matcher_cls = TokenMatcher
-        self.result: Result | None = None
-
-    def events(self) -> Iterator[dict]:
-        import jsonschema
-        tok = self.tok
-        stats = Stats(prompt_tokens=len(self.prompt_ids))
-        cache = DynamicCache()
-
-        def forward(ids):
-            x = torch.tensor([ids], dtype=torch.long, device=self.model.device)
-            stats.forward_passes += 1
-            return self.model(input_ids=x, past_key_values=cache, use_cache=True).logits[0, -1].float()
-
-        t0 = time.perf_counter()
-        with torch.inference_mode():
-            logits = forward(self.prompt_ids)
-            stats.prompt_ms = 1e3 * (time.perf_counter() - t0)
-            t1 = time.perf_counter()
-            matcher = self._matcher_cls(self.grammar.lark, tok, n_vocab=logits.shape[-1])
-            bitmask = allocate_bitmask(1, logits.shape[-1])
-            out: list[int] = []
-            forced: list[bool] = []
-            sent = ""
-            finish = "length"
-            while len(out) < self.max_new_tokens:
-                if matcher.done:
-                    finish = "stop"
-                    break
-                ff = matcher.forced_tokens()[: self.max_new_tokens - len(out)]
-                if ff:
-                    matcher.consume_many(ff)
-                    new = ff
-                    forced += [True] * len(ff)
-                else:
-                    matcher.fill_mask(bitmask, 0)
-                    apply_bitmask(logits.unsqueeze(0), bitmask)
-                    token = _sample(logits, *self.sampling, self.gen)
-                    if token in (tok.eos_token_id,) and matcher.accepting:
-                        finish = "stop"
-                        break
-                    if not matcher.consume(token):
-                        raise ConstrainedFCError(f"llguidance refused token {token}: {matcher.error}")
-                    new = [token]
-                    forced.append(False)
-                out += new
-                if self.stream:
-                    text = tok.decode(out, skip_special_tokens=True)
-                    if not text.endswith("\ufffd") and len(text) > len(sent):
-                        yield {"content": text[len(sent):]}
-                        sent = text
-                if matcher.done:
-                    finish = "stop"
-                    break
-                logits = forward(new)
-        stats.decode_ms = 1e3 * (time.perf_counter() - t1)
-        stats.tokens_generated, stats.tokens_forced = len(out), sum(forced)
-        stats.mask_us_per_token = matcher.mask_us_per_token
-        content = tok.decode(out, skip_special_tokens=True)
-        error = None
-        if finish == "stop":
-            try:
-                jsonschema.validators.validator_for(self.schema, default=jsonschema.Draft202012Validator)(
-                    self.schema).validate(json.loads(content))
-            except jsonschema.ValidationError as e:  # a relaxed keyword the grammar let through
-                error = f"the reply fails the schema: {e.message}"
-        self.result = Result(content=content, finish_reason=finish, stats=stats, text=content, error=error,
-                             token_ids=out, forced=forced)
-        if self.stream and len(content) > len(sent):
-            yield {"content": content[len(sent):]}
-        yield {"finish_reason": finish, "result": self.result}
-

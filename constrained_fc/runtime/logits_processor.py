@@ -1,8 +1,20 @@
 """Stage 5a: a transformers LogitsProcessor that constrains tool calls inside plain `model.generate()`.
 
-Free text passes untouched; once the trigger token appears among the generated tokens, an llguidance matcher
-runs the compiled grammar and masks every following token; when the grammar is complete, end-of-sequence is
-forced. One matcher per batch row.
+Free text passes untouched; once the trigger token appears among the generated tokens, the compiled grammar
+masks every following token; when the grammar is complete, end-of-sequence is forced. One `Session` per batch
+row; `generate()` decides one token per step, so a forced run is forced one token at a time.
+
+Example:
+    >>> from constrained_fc import ToolCallLogitsProcessor, load_model
+    >>> from constrained_fc.chat import encode_prompt
+    >>> model, tok = load_model()
+    >>> tools = [{"type": "function", "function": {"name": "get_weather", "parameters": {
+    ...     "type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}]
+    >>> messages = [{"role": "user", "content": "Weather in Paris?"}]
+    >>> processor = ToolCallLogitsProcessor(tok, tools)
+    >>> ids = torch.tensor([encode_prompt(tok, messages, tools)])
+    >>> out = model.generate(ids, logits_processor=[processor], max_new_tokens=64, do_sample=False)
+    >>> processor.replies(out)[0].tool_calls  # validated ToolCall objects
 """
 from __future__ import annotations
 
@@ -11,84 +23,19 @@ from typing import Any
 import torch
 from transformers import LogitsProcessor
 
-from ..compiler.call_scanner import CallScanner
-from ..errors import ConstrainedFCError
-from .matcher import allocate_bitmask, apply_bitmask
 from ..compiler.options import UNSET, Options
+from ..compiler.tool_grammar import ToolGrammar
+from ..errors import ConstrainedFCError
+from .matcher import allocate_bitmask
 from .plan import CallPlan
 from .reply import Reply, parse_generated
+from .session import Session
+
 
 def _force(scores_row: torch.Tensor, token: int) -> None:
     keep = scores_row[token].clone()
     scores_row.fill_(float("-inf"))
     scores_row[token] = keep if torch.isfinite(keep) else 0.0
-
-
-class _Row:
-    def __init__(self, plan: CallPlan, prompt: list[int], n_vocab: int):
-        self.plan = plan
-        self.n_vocab = n_vocab
-        self.phase = "text"
-        self.matcher = None
-        self.body: list[int] = []
-        self.generated = 0
-        self.closing: list[int] | None = None
-        self.scanner = CallScanner(plan.format)
-        self.started_in_prompt = False
-        if plan.constrained and plan.trigger_id is not None and prompt and prompt[-1] == plan.trigger_id:
-            self.started_in_prompt = True  # the prompt was prefilled with the trigger: the call starts now
-            self._start()
-
-    def _start(self) -> None:
-        self.matcher = self.plan.matcher(self.n_vocab)
-        self.phase = "call"
-
-    def advance(self, token: int) -> None:
-        self.generated += 1
-        if self.phase == "text":
-            if token in self.plan.eos_ids:
-                self.phase = "finished"
-            elif token == self.plan.trigger_id and self.plan.constrained:
-                self._start()
-        elif self.phase == "call":
-            if not self.matcher.consume(token):
-                self.phase = "finished"  # cannot happen under the mask; stop rather than emit garbage
-                return
-            self.body.append(token)
-            if self.closing is not None:
-                self.closing = self.closing[1:]
-                return
-            self.scanner.feed(self.plan.tokenizer.decode(self.body, skip_special_tokens=False))
-            if self.scanner.new_duplicate() is not None and self.plan.close_ids \
-                    and self.matcher.allows(self.plan.close_ids):
-                # A repeat of an earlier call: close the list now instead of letting the model loop. (It was
-                # already emitted, which only our own loop can undo; `replies` drops it.)
-                self.closing = list(self.plan.close_ids)
-
-    def constrain(self, scores_row: torch.Tensor, bitmask: torch.Tensor, r: int) -> None:
-        plan = self.plan
-        if self.phase == "text":
-            if plan.mode == "none" and plan.trigger_id is not None:
-                scores_row[plan.trigger_id] = float("-inf")
-            elif plan.mode in ("required", "named") and self.generated == 0 and plan.trigger_ids:
-                _force(scores_row, plan.trigger_ids[0])
-            return
-        if self.phase == "call":
-            if self.closing:
-                _force(scores_row, self.closing[0])
-                return
-            if self.matcher.done:
-                self.phase = "done"
-            else:
-                forced = self.matcher.forced_tokens()
-                if forced:
-                    # The same canonical split our own fast-forward loop feeds, so both paths agree.
-                    _force(scores_row, forced[0])
-                else:
-                    self.matcher.fill_mask(bitmask, r)
-                    apply_bitmask(scores_row.unsqueeze(0), bitmask[r:r + 1])
-                return
-        _force(scores_row, plan.eos_ids[0])
 
 
 class ToolCallLogitsProcessor(LogitsProcessor):
@@ -111,7 +58,7 @@ class ToolCallLogitsProcessor(LogitsProcessor):
         self.reset()
 
     def reset(self) -> None:
-        self.rows: list[_Row] | None = None
+        self.rows: list[Session] | None = None
         self.prompt_length = None
         self._bitmask = None
         self._last: torch.Tensor | None = None  # the ids of the previous step
@@ -133,20 +80,32 @@ class ToolCallLogitsProcessor(LogitsProcessor):
         if self.rows is None:
             self.prompt_length = length
             n_vocab = scores.shape[1]
-            self.rows = [_Row(self.plan, input_ids[r].tolist(), n_vocab) for r in range(batch)]
+            trigger = self.plan.trigger_id if self.plan.constrained else None
+            # A prompt prefilled with the trigger: the call starts at the first generated token.
+            self.rows = [Session(self.plan, n_vocab, started=trigger is not None and length > 0
+                                 and int(input_ids[r, -1]) == trigger) for r in range(batch)]
+            self._forced_last = [False] * batch
             self._bitmask = allocate_bitmask(batch, n_vocab)
         else:
-            last = input_ids[:, -1].tolist()
-            for row, tok in zip(self.rows, last):
-                row.advance(tok)
+            for r, (row, tok) in enumerate(zip(self.rows, input_ids[:, -1].tolist())):
+                row.feed([tok], forced=self._forced_last[r])
         self._last = input_ids
         for r, row in enumerate(self.rows):
-            row.constrain(scores[r], self._bitmask, r)
+            if row.done:
+                _force(scores[r], self.plan.eos_ids[0])
+                self._forced_last[r] = True
+                continue
+            forced = row.next_forced()
+            self._forced_last[r] = bool(forced)
+            if forced:
+                _force(scores[r], forced[0])  # the same canonical split our own loop feeds, so both agree
+            else:
+                row.constrain(scores[r], self._bitmask, r)
         return scores
 
     @property
     def mask_us_per_token(self) -> float:
-        ms = [row.matcher for row in self.rows or [] if row.matcher is not None]
+        ms = [row.matcher for row in self.rows or [] if row.in_call]
         calls = sum(m.mask_calls for m in ms)
         return 1e6 * sum(m.mask_seconds for m in ms) / calls if calls else 0.0
 
@@ -162,5 +121,5 @@ class ToolCallLogitsProcessor(LogitsProcessor):
                 continue
             out.append(parse_generated(self.plan.tokenizer, self.plan.grammar, gen, self.plan.trigger_id,
                                        started=row.started_in_prompt,
-                                       consumed=row.body if row.matcher is not None else None))
+                                       consumed=row.body if row.in_call else None))
         return out

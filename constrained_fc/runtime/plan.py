@@ -1,6 +1,7 @@
 """What every decoding path needs to know once per request: the compiled grammar (cached by the tool
-list's content and the `Options`), the trigger and end-of-sequence ids, and the tool_choice mode. Our own loop
-(`decoding`), the HF processor (`logits_processor`) and the server all start here."""
+list's content and the `Options`), the trigger and end-of-sequence ids, and the tool_choice mode. A `Session`
+per row (`session`) runs it; our own loop (`decoding`), the HF processor (`logits_processor`) and the server
+all start here."""
 from __future__ import annotations
 
 import functools
@@ -54,10 +55,11 @@ class CallPlan:
             raise ConstrainedFCError(
                 f"format {self.format!r} has no single trigger token in this tokenizer ({trigger!r}), so "
                 "tool_choice='auto' cannot tell when a call starts; use 'required' or name a function")
-        eos = tokenizer.eos_token_id
-        self.eos_ids = [eos] if isinstance(eos, int) else list(eos or [])
-        if not self.eos_ids:
-            raise ConstrainedFCError("the tokenizer has no end-of-sequence token")
+        self.eos_ids = eos_ids(tokenizer)
+        # TEMPORARY until the format registry lands: what closes a list, and what ends one call.
+        from types import SimpleNamespace
+        self.call_format = SimpleNamespace(list_close="" if self.format == "hermes" else "]",
+                                           call_end="</tool_call>" if self.format == "hermes" else None)
         self.close_ids = tokenizer.encode("]", add_special_tokens=False) if self.format != "hermes" else []
 
     @property
@@ -66,3 +68,32 @@ class CallPlan:
 
     def matcher(self, n_vocab: int | None = None) -> TokenMatcher:
         return TokenMatcher(self.grammar.body_lark, self.tokenizer, n_vocab=n_vocab)
+
+
+class SchemaPlan:
+    """The plan of a reply held to one JSON Schema from its first token (OpenAI's `response_format`): the same
+    session runs it, with the grammar active from the start and no trigger, list or duplicate rule."""
+
+    mode = "json"
+    format = None
+    tools: list = []
+    trigger, trigger_ids, trigger_id, close_ids = "", [], None, []
+    constrained = True
+
+    def __init__(self, tokenizer, schema):
+        from ..compiler.schema_compiler import compile_schema
+        self.tokenizer = tokenizer
+        self.schema = schema
+        self.grammar = compile_schema(schema, warn=False)
+        self.eos_ids = eos_ids(tokenizer)
+
+    def matcher(self, n_vocab: int | None = None) -> TokenMatcher:
+        return TokenMatcher(self.grammar.lark, self.tokenizer, n_vocab=n_vocab)
+
+
+def eos_ids(tokenizer) -> list[int]:
+    eos = tokenizer.eos_token_id
+    ids = [eos] if isinstance(eos, int) else list(eos or [])
+    if not ids:
+        raise ConstrainedFCError("the tokenizer has no end-of-sequence token")
+    return ids

@@ -1,0 +1,122 @@
+"""Stage 5, batched: several conversations through our loop as one batch, one `Session` per row.
+
+Each step every unfinished row contributes its own feed — the token it sampled plus the forced run that follows,
+or a forced run alone — and all feeds go through the model in ONE forward pass, right-padded to the longest
+(a ragged feed). The padding is masked out of attention and skipped by the position ids, so a row's tokens
+see exactly its own history; fast-forward keeps working per row, it does not wait for every row to be forced.
+Rows that finish leave the batch (their KV is dropped), so a long reply does not make short ones pay.
+
+Greedy output equals the single-conversation loop's except where the batch's different matrix shapes round a
+near-tie the other way (float arithmetic), the same caveat as transformers' own batched generate."""
+from __future__ import annotations
+
+import time
+
+import torch
+from transformers import DynamicCache
+
+from .decoding import Result, Stats, _sample, build_result, fit_to_context
+from .matcher import allocate_bitmask
+from .session import Session
+
+
+def decode_batch(model, tokenizer, plans: list, prompts: list[list[int]], *, max_new_tokens: int,
+                 fast_forward: bool, sampling: tuple, seed: int | None) -> list[Result]:
+    """Decode each prompt under its plan (a `CallPlan` or `SchemaPlan`; rows may differ, e.g. by the tools
+    retrieval chose for each). Returns one `Result` per prompt, in order."""
+    if not prompts:
+        return []
+    device = model.device
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else plans[0].eos_ids[0]
+    budgets = [fit_to_context(model, p, max_new_tokens) for p in prompts]
+    gen = torch.Generator().manual_seed(seed) if seed is not None else None
+    n = len(prompts)
+    stats = [Stats(prompt_tokens=len(p)) for p in prompts]
+    with torch.inference_mode():
+        # Prefill: left-padded, so every row's last prompt token sits in the last column.
+        width = max(len(p) for p in prompts)
+        ids = torch.full((n, width), pad, dtype=torch.long)
+        mask = torch.zeros((n, width), dtype=torch.long)
+        for r, p in enumerate(prompts):
+            ids[r, width - len(p):] = torch.tensor(p)
+            mask[r, width - len(p):] = 1
+        positions = (mask.cumsum(1) - 1).clamp(min=0)
+        cache = DynamicCache()
+        t0 = time.perf_counter()
+        out = model(input_ids=ids.to(device), attention_mask=mask.to(device), position_ids=positions.to(device),
+                    past_key_values=cache, use_cache=True)
+        prompt_ms = 1e3 * (time.perf_counter() - t0)
+        logits = out.logits[:, -1].float()
+        n_vocab = logits.shape[-1]
+        rows = [Session(plan, n_vocab, rollback=True) for plan in plans]
+        next_pos = [len(p) for p in prompts]  # the position id of each row's next token
+        active = list(range(n))  # rows still decoding, in the order of the cache's batch dimension
+        bitmask = allocate_bitmask(1, n_vocab)
+        passes = 1
+        t1 = time.perf_counter()
+        while active:
+            feeds: list[list[int]] = []
+            for i, r in enumerate(active):
+                row, budget = rows[r], budgets[r]
+                feed: list[int] = []
+                forced = row.next_forced()[: budget - len(row.tokens)]
+                if not forced and not row.done:
+                    row_logits = logits[i].clone()
+                    row.constrain(row_logits, bitmask)
+                    token = _sample(row_logits, *sampling, gen)
+                    row.feed([token])
+                    feed.append(token)
+                while fast_forward or not feed:
+                    forced = row.next_forced()[: budget - len(row.tokens)]
+                    if not forced:
+                        break
+                    if not fast_forward:
+                        forced = forced[:1]
+                    row.feed(forced, forced=True)
+                    feed += forced
+                feeds.append(feed)
+            keep = [i for i, r in enumerate(active) if not rows[active[i]].done
+                    and len(rows[active[i]].tokens) < budgets[active[i]]]
+            if not keep:
+                break
+            if len(keep) < len(active):
+                index = torch.tensor(keep, device=device)
+                cache.batch_select_indices(index)
+                mask = mask[keep]
+                active = [active[i] for i in keep]
+                feeds = [feeds[i] for i in keep]
+            # One forward for every row's feed, right-padded to the longest; padding is masked out.
+            width = max(len(f) for f in feeds)
+            ids = torch.full((len(active), width), pad, dtype=torch.long)
+            step_mask = torch.zeros((len(active), width), dtype=torch.long)
+            positions = torch.zeros((len(active), width), dtype=torch.long)
+            for i, (r, f) in enumerate(zip(active, feeds)):
+                ids[i, :len(f)] = torch.tensor(f)
+                step_mask[i, :len(f)] = 1
+                positions[i] = next_pos[r] + torch.arange(width).clamp(max=len(f) - 1)
+                next_pos[r] += len(f)
+            mask = torch.cat([mask, step_mask], dim=1)
+            out = model(input_ids=ids.to(device), attention_mask=mask.to(device),
+                        position_ids=positions.to(device), past_key_values=cache, use_cache=True)
+            passes += 1
+            last = torch.tensor([len(f) - 1 for f in feeds], device=out.logits.device)
+            logits = out.logits[torch.arange(len(active), device=out.logits.device), last].float()
+        decode_ms = 1e3 * (time.perf_counter() - t1)
+    results = []
+    for r, row in enumerate(rows):
+        st = stats[r]
+        # Prefill and decode run for the whole batch: each row reports the batch's time and passes.
+        st.prompt_ms, st.decode_ms, st.forward_passes = prompt_ms, decode_ms, passes
+        st.tokens_generated, st.tokens_forced = len(row.tokens), sum(row.forced)
+        st.duplicates_dropped, st.mask_us_per_token = row.duplicates_dropped, row.mask_us_per_token
+        result = build_result(tokenizer, plans[r], row, row.finish or "length", st)
+        result.token_ids, result.forced = list(row.tokens), list(row.forced)
+        results.append(result)
+    return results
+
+
+def is_batch(messages) -> bool:
+    """A list of conversations (each a list of messages), as opposed to one conversation."""
+    return (isinstance(messages, (list, tuple)) and len(messages) > 0
+            and all(isinstance(m, (list, tuple)) for m in messages))
+

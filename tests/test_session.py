@@ -1,0 +1,133 @@
+"""The one per-row state machine (`runtime.session.Session`), driven by hand with real token ids: trigger,
+tool_choice, forced runs, the duplicate-call rule with and without rollback, end-of-sequence, schema replies.
+Both decoding paths (our loop, the HF processor) are only drivers of this; their end-to-end tests live in
+test_runtime.py."""
+import json
+
+import pytest
+import torch
+
+from constrained_fc.chat import TOOL_CALLS
+from constrained_fc.runtime.matcher import allocate_bitmask
+from constrained_fc.runtime.plan import CallPlan, SchemaPlan
+from constrained_fc.runtime.session import Session
+
+TOOLS = [{"type": "function", "function": {"name": "get_weather", "parameters": {
+    "type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}]
+
+
+def ids(tok, text):
+    return tok.encode(text, add_special_tokens=False)
+
+
+def n_vocab(tok):
+    return len(tok)
+
+
+def run_forced(session):
+    """Feed forced runs until the session wants a sampled token; return what was forced."""
+    out = []
+    while not session.done and (forced := session.next_forced()):
+        session.feed(forced, forced=True)
+        out += forced
+    return out
+
+
+def test_auto_text_then_trigger_then_call(tokenizer):
+    tok = tokenizer
+    plan = CallPlan(tok, TOOLS)
+    s = Session(plan, n_vocab(tok))
+    assert s.phase == "text" and s.next_forced() == []
+    s.feed(ids(tok, "Sure."))
+    assert s.phase == "text" and not s.in_call
+    s.feed([plan.trigger_id])
+    assert s.phase == "call" and s.in_call
+    forced = run_forced(s)
+    assert tok.decode(forced).startswith('[{"name": "get_weather", "arguments": {"city":')  # one tool: forced
+    # The rest, token by token: every token the model writes must pass the mask (a forced one is fed as such).
+    rest = '[{"name": "get_weather", "arguments": {"city": "Paris"}}]'[len(tok.decode(forced)):]
+    for t in ids(tok, rest):
+        if s.done:
+            break
+        if s.next_forced()[:1] == [t]:
+            s.feed([t], forced=True)
+            continue
+        logits = torch.zeros(n_vocab(tok))
+        s.constrain(logits, allocate_bitmask(1, n_vocab(tok)))
+        assert torch.isfinite(logits[t]) and not torch.isfinite(logits).all()
+        s.feed([t])
+    if not s.done:
+        s.feed([tok.eos_token_id])  # the list is complete; the model ends the turn
+    assert s.done and s.finish == "tool_calls"
+    assert tok.decode(s.text_ids) == "Sure."
+    assert json.loads(tok.decode(s.body)) == [{"name": "get_weather", "arguments": {"city": "Paris"}}]
+    assert s.tokens[:len(s.text_ids)] == s.text_ids and plan.trigger_id in s.tokens
+
+
+def test_end_of_sequence_in_text_stops(tokenizer):
+    s = Session(CallPlan(tokenizer, TOOLS), n_vocab(tokenizer))
+    s.feed(ids(tokenizer, "Hello") + [tokenizer.eos_token_id])
+    assert s.done and s.finish == "stop" and tokenizer.eos_token_id not in s.tokens
+
+
+def test_none_bans_the_trigger_and_required_forces_it(tokenizer):
+    tok = tokenizer
+    none = Session(CallPlan(tok, TOOLS, tool_choice="none"), n_vocab(tok))
+    logits = torch.zeros(n_vocab(tok))
+    none.constrain(logits, allocate_bitmask(1, n_vocab(tok)))
+    trigger = tok.convert_tokens_to_ids(TOOL_CALLS)
+    assert logits[trigger] == float("-inf") and torch.isfinite(logits).sum() == n_vocab(tok) - 1
+    none.feed([trigger])  # even if a driver feeds it, "none" never starts a call
+    assert not none.in_call
+    for choice in ("required", "get_weather"):
+        s = Session(CallPlan(tok, TOOLS, tool_choice=choice), n_vocab(tok))
+        assert s.next_forced() == [trigger]
+        s.feed([trigger], forced=True)
+        assert s.in_call and s.text_ids == [] and s.forced == [True]
+
+
+def test_trigger_in_prompt_starts_the_call(tokenizer):
+    s = Session(CallPlan(tokenizer, TOOLS), n_vocab(tokenizer), started=True)
+    assert s.in_call and tokenizer.decode(run_forced(s)).startswith('[{"name": "get_weather"')
+
+
+def _write(tok, s, text):
+    """Feed `text` token by token as the model would; stop where the session forces something else (a driver
+    would override the model there)."""
+    for t in ids(tok, text):
+        if s.done:
+            return
+        forced = s.next_forced()
+        if forced and forced[0] != t:
+            return
+        s.feed([t], forced=bool(forced))
+
+
+@pytest.mark.parametrize("rollback", [True, False])
+def test_a_repeated_call_closes_the_list(tokenizer, rollback):
+    tok = tokenizer
+    tools = TOOLS + [{"type": "function", "function": {"name": "ping", "parameters": {
+        "type": "object", "properties": {}}}}]
+    call = '{"name": "get_weather", "arguments": {"city": "Paris"}}'
+    s = Session(CallPlan(tok, tools), n_vocab(tok), started=True, rollback=rollback)
+    _write(tok, s, f"[{call}, {call}, {call}]")
+    while not s.done and (forced := s.next_forced()):  # the no-rollback path forces the closing bracket
+        s.feed(forced[:1], forced=True)
+    assert s.done and s.finish == "tool_calls" and s.duplicates_dropped >= 1
+    body = json.loads(tok.decode(s.body))
+    if rollback:  # the repeat is gone from the text
+        assert body == [json.loads(call)] and s.duplicates_dropped == 1
+    else:  # closed at the first place a list can close after the repeat ("}," fuses the end with a comma)
+        assert body == [json.loads(call)] * len(body) and 2 <= len(body) <= 3
+
+
+def test_schema_plan_is_held_from_the_first_token(tokenizer):
+    tok = tokenizer
+    plan = SchemaPlan(tok, {"type": "object", "properties": {"ok": {"type": "boolean"}}, "required": ["ok"],
+                            "additionalProperties": False})
+    s = Session(plan, n_vocab(tok))
+    assert s.in_call and s.scanner is None
+    _write(tok, s, '{"ok": true}')
+    if not s.done:
+        s.feed([tok.eos_token_id])
+    assert s.done and s.finish == "stop" and json.loads(tok.decode(s.tokens)) == {"ok": True}
