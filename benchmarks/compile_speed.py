@@ -79,11 +79,13 @@ def cached_ms(tools, repeat: int) -> float:
     return statistics.median(times)
 
 
-def mask_walk(grammar, tokenizer, steps: int, seed: int = 0) -> tuple[list[float], float]:
-    """Random walks through the grammar; returns per-step mask times (µs) and matcher construction ms."""
+def mask_walk(grammar, tokenizer, steps: int, seed: int = 0, overlap=None, waits=None) -> tuple[list[float], float]:
+    """Random walks through the grammar; returns per-step mask times (µs) and matcher construction ms, as the
+    decoding loop meets them (`done` first, then the mask). overlap: a callable run between starting the mask
+    in the background and waiting for it (a model forward pass, as in the loop); the waits (µs) go to `waits`."""
     gen = torch.Generator().manual_seed(seed)
     times, build = [], []
-    while len(times) < steps:
+    while len(times if overlap is None else waits) < steps:
         t0 = time.perf_counter()
         m = TokenMatcher(grammar.body_lark, tokenizer)
         build.append(1e3 * (time.perf_counter() - t0))
@@ -91,9 +93,18 @@ def mask_walk(grammar, tokenizer, steps: int, seed: int = 0) -> tuple[list[float
         for _ in range(400):
             if m.accepting and m.done:
                 break
-            t0 = time.perf_counter()
-            m.fill_mask(bitmask, 0)
-            times.append(1e6 * (time.perf_counter() - t0))
+            if overlap is not None:
+                m.prefetch_mask(bitmask, 0)
+                overlap()
+                t0 = time.perf_counter()
+                m.fill_mask(bitmask, 0)
+                waits.append(1e6 * (time.perf_counter() - t0))
+            else:
+                t0 = time.perf_counter()
+                m.fill_mask(bitmask, 0)
+                times.append(1e6 * (time.perf_counter() - t0))
+            if overlap is not None and len(waits) >= steps:
+                break
             allowed = torch.nonzero(unpack_bitmask(bitmask, m.n_vocab)[0]).flatten()
             allowed = allowed[allowed != tokenizer.eos_token_id]
             if len(allowed) == 0:
@@ -109,7 +120,9 @@ def pct(xs, q):
     return xs[min(len(xs) - 1, int(q * len(xs)))]
 
 
-def measure(sizes, repeat, steps, data=None, tokenizer=None) -> list[dict]:
+def measure(sizes, repeat, steps, data=None, tokenizer=None, overlap=None) -> list[dict]:
+    """Per tool count: compile time, matcher build, mask p50 / p99 (µs). overlap (a forward pass, from
+    speed.py): also walk with each mask computed in the background during it, and report what was waited."""
     if tokenizer is None:
         from constrained_fc.model import load_model
         tokenizer = load_model()[1]
@@ -122,10 +135,15 @@ def measure(sizes, repeat, steps, data=None, tokenizer=None) -> list[dict]:
             raise SystemExit(f"only {len(tools)} distinct BFCL tools for --sizes {n}")
         ms = compile_ms(tools, repeat)
         times, build_ms = mask_walk(g, tokenizer, steps)
-        rows.append({"tools": n, "compile_ms": round(ms, 2), "cached_ms": round(cached_ms(tools, repeat), 3),
-                     "matcher_ms": round(build_ms, 2),
-                     "grammar_lines": len(g.lark.splitlines()), "mask_us_p50": round(pct(times, 0.5), 1),
-                     "mask_us_p99": round(pct(times, 0.99), 1), "mask_samples": len(times)})
+        row = {"tools": n, "compile_ms": round(ms, 2), "cached_ms": round(cached_ms(tools, repeat), 3),
+               "matcher_ms": round(build_ms, 2),
+               "grammar_lines": len(g.lark.splitlines()), "mask_us_p50": round(pct(times, 0.5), 1),
+               "mask_us_p99": round(pct(times, 0.99), 1), "mask_samples": len(times)}
+        if overlap is not None:
+            waits: list[float] = []
+            mask_walk(g, tokenizer, steps, seed=1, overlap=overlap, waits=waits)
+            row.update(wait_us_p50=round(pct(waits, 0.5), 1), wait_us_p99=round(pct(waits, 0.99), 1))
+        rows.append(row)
     return rows
 
 

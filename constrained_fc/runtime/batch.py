@@ -51,7 +51,7 @@ def decode_batch(model, tokenizer, plans: list, prompts: list[list[int]], *, max
         rows = [Session(plan, n_vocab, rollback=True) for plan in plans]
         next_pos = [len(p) for p in prompts]  # the position id of each row's next token
         active = list(range(n))  # rows still decoding, in the order of the cache's batch dimension
-        bitmask = allocate_bitmask(1, n_vocab)
+        bitmask = allocate_bitmask(n, n_vocab)  # one row per conversation, so every mask can be prefetched
         passes = 1
         t1 = time.perf_counter()
         while active:
@@ -62,7 +62,7 @@ def decode_batch(model, tokenizer, plans: list, prompts: list[list[int]], *, max
                 forced = row.next_forced()[: budget - len(row.tokens)]
                 if not forced and not row.done:
                     row_logits = logits[i].clone()
-                    row.constrain(row_logits, bitmask)
+                    row.constrain(row_logits, bitmask, r)
                     token = _sample(row_logits, *sampling, gen)
                     row.feed([token])
                     feed.append(token)
@@ -96,6 +96,8 @@ def decode_batch(model, tokenizer, plans: list, prompts: list[list[int]], *, max
                 positions[i] = next_pos[r] + torch.arange(width).clamp(max=len(f) - 1)
                 next_pos[r] += len(f)
             mask = torch.cat([mask, step_mask], dim=1)
+            for r in active:
+                rows[r].prefetch(bitmask, r)  # the next masks, computed while the forward pass runs
             out = model(input_ids=ids.to(device), attention_mask=mask.to(device),
                         position_ids=positions.to(device), past_key_values=cache, use_cache=True)
             passes += 1
@@ -109,6 +111,7 @@ def decode_batch(model, tokenizer, plans: list, prompts: list[list[int]], *, max
         st.prompt_ms, st.decode_ms, st.forward_passes = prompt_ms, decode_ms, passes
         st.tokens_generated, st.tokens_forced = len(row.tokens), sum(row.forced)
         st.duplicates_dropped, st.mask_us_per_token = row.duplicates_dropped, row.mask_us_per_token
+        st.mask_wait_us_per_token = row.mask_wait_us_per_token
         result = build_result(tokenizer, plans[r], row, row.finish or "length", st)
         result.token_ids, result.forced = list(row.tokens), list(row.forced)
         results.append(result)

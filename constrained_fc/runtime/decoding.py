@@ -33,7 +33,8 @@ class Stats:
     forward_passes: int = 0  # prompt passes included (one per prefill segment, see prefill_segments)
     prompt_ms: float = 0.0
     decode_ms: float = 0.0
-    mask_us_per_token: float = 0.0
+    mask_us_per_token: float = 0.0  # llguidance's time per mask computed
+    mask_wait_us_per_token: float = 0.0  # what decoding waited per masked token (the rest ran under the forward)
     duplicates_dropped: int = 0
     prompt_tokens_reused: int = 0  # leading prompt tokens whose KV came from the prompt cache (not prefilled)
 
@@ -296,6 +297,7 @@ class _Decoder:
                     pending += forced
                 else:
                     if pending:
+                        row.prefetch(bitmask)  # the next mask, computed while the forward pass runs
                         logits = self._forward(pending)
                         pending = []
                     row.constrain(logits, bitmask)
@@ -317,6 +319,7 @@ class _Decoder:
         self.stats.tokens_forced = sum(row.forced)
         self.stats.duplicates_dropped = row.duplicates_dropped
         self.stats.mask_us_per_token = row.mask_us_per_token
+        self.stats.mask_wait_us_per_token = row.mask_wait_us_per_token
         self.result = self._finish(row.finish or "length")
         self.result.token_ids, self.result.forced = list(row.tokens), list(row.forced)
         self.result.retrieved_tools = self.retrieved

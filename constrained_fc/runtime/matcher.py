@@ -6,6 +6,7 @@ from __future__ import annotations
 import threading
 import time
 import weakref
+from concurrent.futures import ThreadPoolExecutor
 
 import llguidance
 import llguidance.hf
@@ -24,6 +25,11 @@ _LOCK = threading.Lock()
 _PREFIX_MASKS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 _MAX_PREFIX_MASKS = 256
 _MAX_PREFIX = 16  # tokens; past this, states rarely recur
+
+
+# Masks computed while the model runs its forward pass: llguidance drops the GIL inside the mask computation, so
+# one worker thread overlaps it with torch (see `TokenMatcher.prefetch_mask`).
+_MASK_WORKER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="constrained_fc-mask")
 
 
 def ll_tokenizer(tokenizer, n_vocab: int | None = None) -> llguidance.LLTokenizer:
@@ -84,8 +90,50 @@ class TokenMatcher:
         self.mask_calls = 0
         self._grammar = grammar
         self._prefix: tuple | None = ()  # tokens consumed since the start, while short (None: stopped tracking)
+        self._prefetch = None  # (future, bitmask, row) of a mask being computed in the background
+        self.wait_seconds = 0.0  # time the caller blocked on masks (prefetched or not): the exposed cost
+        self.waits: list[float] = []  # per mask, in seconds (for the benchmarks' percentiles)
+        self._fresh: torch.Tensor | None = None  # the mask of the current state, if `done` computed it already
+
+    def prefetch_mask(self, bitmask: torch.Tensor, row: int = 0) -> None:
+        """Start computing the next mask into `bitmask[row]` in the background (call it right before the model's
+        forward pass: the state is final, and torch and llguidance then run at once). The next `fill_mask` with
+        the same target only waits for it; any other call on this matcher waits for it first."""
+        self._join()
+        if self._fresh is not None:
+            return  # already known: `fill_mask` copies it
+        self._prefetch = (_MASK_WORKER.submit(self._compute_in_worker, bitmask, row), bitmask, row)
+
+    def _compute_in_worker(self, bitmask: torch.Tensor, row: int) -> None:
+        # Inference mode is per thread: a bitmask made under the caller's inference_mode needs it here too.
+        with torch.inference_mode(bitmask.is_inference()):
+            self._compute_mask(bitmask, row)
+
+    def _join(self) -> bool:
+        """Wait for a background mask, if any; True if there was one."""
+        if self._prefetch is None:
+            return False
+        future = self._prefetch[0]
+        self._prefetch = None
+        future.result()
+        return True
 
     def fill_mask(self, bitmask: torch.Tensor, row: int = 0) -> None:
+        t0 = time.perf_counter()
+        pending = self._prefetch
+        if pending is not None and pending[1] is bitmask and pending[2] == row:
+            self._join()
+        elif self._fresh is not None and self._fresh.shape == bitmask[row].shape:
+            self._join()
+            bitmask[row].copy_(self._fresh)
+        else:
+            self._join()
+            self._compute_mask(bitmask, row)
+        waited = time.perf_counter() - t0
+        self.wait_seconds += waited
+        self.waits.append(waited)
+
+    def _compute_mask(self, bitmask: torch.Tensor, row: int) -> None:
         t0 = time.perf_counter()
         v = bitmask[row]
         masks = self._prefix_masks() if self._prefix is not None else None
@@ -111,23 +159,27 @@ class TokenMatcher:
             return None
 
     def _track(self, tokens: list[int], ok: bool) -> None:
+        self._fresh = None
         if self._prefix is not None:
             prefix = self._prefix + tuple(tokens)
             self._prefix = prefix if ok and len(prefix) <= _MAX_PREFIX else None
 
     def consume(self, token: int) -> bool:
+        self._join()
         ok = self.ll.consume_token(int(token))
         self._track([int(token)], ok)
         return ok
 
     def consume_many(self, tokens) -> bool:
         tokens = [int(t) for t in tokens]
+        self._join()
         ok = self.ll.consume_tokens(tokens)
         self._track(tokens, ok)
         return ok
 
     def try_consume(self, tokens) -> int:
         tokens = [int(t) for t in tokens]
+        self._join()
         n = self.ll.try_consume_tokens(tokens)
         self._track(tokens[:n], True)
         return n
@@ -135,13 +187,17 @@ class TokenMatcher:
     def allows(self, tokens) -> bool:
         """Would these tokens be accepted from here? (Nothing is consumed.)"""
         tokens = [int(t) for t in tokens]
+        self._join()
         return self.ll.validate_tokens(tokens) == len(tokens)
 
     def forced_tokens(self) -> list[int]:
         """Tokens the grammar forces from here, split the way the tokenizer would split them."""
+        self._join()
         return self.ll.compute_ff_tokens()
 
     def rollback(self, n: int) -> None:
+        self._join()
+        self._fresh = None
         if n and not self.ll.rollback(n):
             raise ConstrainedFCError(f"llguidance could not roll back {n} tokens: {self.ll.get_error()}")
         if n and self._prefix is not None:
@@ -150,21 +206,27 @@ class TokenMatcher:
     @property
     def done(self) -> bool:
         """The grammar is complete: nothing but end-of-sequence may follow."""
+        self._join()
         return self.ll.is_stopped() or (self.ll.is_accepting() and not self._can_continue())
 
     def _can_continue(self) -> bool:
-        bitmask = allocate_bitmask(1, self.n_vocab)
-        self.fill_mask(bitmask, 0)
-        allowed = unpack_bitmask(bitmask, self.n_vocab)[0]
+        # The mask computed here is the next mask if the grammar goes on: kept for `fill_mask`.
+        if self._fresh is None:
+            bitmask = allocate_bitmask(1, self.n_vocab)
+            self._compute_mask(bitmask, 0)
+            self._fresh = bitmask[0]
+        allowed = unpack_bitmask(self._fresh.unsqueeze(0), self.n_vocab)[0]
         allowed[list(self.ll_tokenizer.eos_tokens)] = False
         return bool(allowed.any())
 
     @property
     def accepting(self) -> bool:
+        self._join()
         return self.ll.is_accepting()
 
     @property
     def error(self) -> str | None:
+        self._join()
         return self.ll.get_error() if self.ll.is_error() else None
 
     @property

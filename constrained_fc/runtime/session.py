@@ -76,6 +76,12 @@ class Session:
         elif self.phase == TEXT and self.plan.mode == "none" and self.plan.trigger_id is not None:
             logits[self.plan.trigger_id] = float("-inf")
 
+    def prefetch(self, bitmask: torch.Tensor, row: int = 0) -> None:
+        """Start computing the mask `constrain` will need, in the background: call it right before the model's
+        forward pass, which then hides it (llguidance drops the GIL while it computes)."""
+        if self.phase == CALL and not self.done:
+            self.matcher.prefetch_mask(bitmask, row)
+
     # -- what came -----------------------------------------------------------------------------------------------
     def feed(self, tokens, *, forced: bool = False) -> None:
         """Record generated tokens (a sampled one, or a run from `next_forced`). Tokens after `done` (the
@@ -182,3 +188,8 @@ class Session:
     @property
     def mask_us_per_token(self) -> float:
         return self.matcher.mask_us_per_token if self.matcher is not None else 0.0
+
+    @property
+    def mask_wait_us_per_token(self) -> float:
+        m = self.matcher
+        return 1e6 * m.wait_seconds / len(m.waits) if m is not None and m.waits else 0.0
