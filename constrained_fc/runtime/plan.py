@@ -56,7 +56,7 @@ class CallPlan:
                 f"format {self.format!r} has no single trigger token in this tokenizer ({trigger!r}), so "
                 "tool_choice='auto' cannot tell when a call starts; use 'required' or name a function")
         self.eos_ids = eos_ids(tokenizer)
-        # TEMPORARY until the format registry lands: what closes a list, and what ends one call.
+        # What closes a list, and what ends one call (the rest of a format lives in the compiler).
         from types import SimpleNamespace
         self.call_format = SimpleNamespace(list_close="" if self.format == "hermes" else "]",
                                            call_end="</tool_call>" if self.format == "hermes" else None)
