@@ -85,7 +85,8 @@ def mask_walk(grammar, tokenizer, steps: int, seed: int = 0, overlap=None, waits
     in the background and waiting for it (a model forward pass, as in the loop); the waits (µs) go to `waits`."""
     gen = torch.Generator().manual_seed(seed)
     times, build = [], []
-    while len(times if overlap is None else waits) < steps:
+    samples = times if overlap is None else waits
+    while len(samples) < steps:
         t0 = time.perf_counter()
         m = TokenMatcher(grammar.body_lark, tokenizer)
         build.append(1e3 * (time.perf_counter() - t0))
@@ -96,14 +97,10 @@ def mask_walk(grammar, tokenizer, steps: int, seed: int = 0, overlap=None, waits
             if overlap is not None:
                 m.prefetch_mask(bitmask, 0)
                 overlap()
-                t0 = time.perf_counter()
-                m.fill_mask(bitmask, 0)
-                waits.append(1e6 * (time.perf_counter() - t0))
-            else:
-                t0 = time.perf_counter()
-                m.fill_mask(bitmask, 0)
-                times.append(1e6 * (time.perf_counter() - t0))
-            if overlap is not None and len(waits) >= steps:
+            t0 = time.perf_counter()
+            m.fill_mask(bitmask, 0)
+            samples.append(1e6 * (time.perf_counter() - t0))
+            if overlap is not None and len(samples) >= steps:
                 break
             allowed = torch.nonzero(unpack_bitmask(bitmask, m.n_vocab)[0]).flatten()
             allowed = allowed[allowed != tokenizer.eos_token_id]

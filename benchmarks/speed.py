@@ -379,6 +379,16 @@ MASK_HEADERS = ["tools", "compile_tools ms", "matcher ms", "mask µs p50", "mask
                 "waited µs p99 (overlapped)", "waited % of a forward (p99)"]
 
 
+def add_mask_shares(mask_rows: list[dict], fwd_ms: float) -> None:
+    """Each mask figure as a share of one decode forward pass of `fwd_ms`."""
+    for r in mask_rows:
+        r["forward_ms"] = round(fwd_ms, 2)
+        for key, share in (("mask_us_p50", "mask_share_p50_pct"), ("mask_us_p99", "mask_share_p99_pct"),
+                           ("wait_us_p99", "wait_share_p99_pct")):
+            if key in r:
+                r[share] = round(100 * r[key] / (1e3 * fwd_ms), 3)
+
+
 def forward_pass(model, tok, case):
     """A real single-token decode forward over a BFCL prompt's KV cache (kept at the prompt's length), for the
     mask rows: the loop computes each mask in the background while such a pass runs."""
@@ -599,10 +609,7 @@ def main(argv=None) -> int:
         fwd_ms = statistics.median(times[5:])
         for r in mask_rows:
             r["kind"] = "mask"
-            r["forward_ms"] = round(fwd_ms, 2)
-            for q in ("p50", "p99"):
-                r[f"mask_share_{q}_pct"] = round(100 * r[f"mask_us_{q}"] / (1e3 * fwd_ms), 3)
-            r["wait_share_p99_pct"] = round(100 * r["wait_us_p99"] / (1e3 * fwd_ms), 3)
+        add_mask_shares(mask_rows, fwd_ms)
         md = ("# Mask cost per token\n\n" + md_table(mask_rows, MASK_COLUMNS, MASK_HEADERS) + "\n\n"
               f"Median single-token decode forward pass (prompt of BFCL {case.id}, timed alone): {fwd_ms:.1f} ms. "
               f"Target: mask < {MASK_SHARE_TARGET_PCT}% of a forward pass. Waited: each mask started in the "
@@ -673,13 +680,8 @@ def main(argv=None) -> int:
 
     decode_ms = [ms for r in records for ms in r.get("decode_forward_ms", [])]
     fwd_ms = statistics.median(decode_ms) if decode_ms else None
-    for r in mask_rows:
-        if fwd_ms:
-            r["forward_ms"] = round(fwd_ms, 2)
-            r["mask_share_p50_pct"] = round(100 * r["mask_us_p50"] / (1e3 * fwd_ms), 3)
-            r["mask_share_p99_pct"] = round(100 * r["mask_us_p99"] / (1e3 * fwd_ms), 3)
-            if "wait_us_p99" in r:
-                r["wait_share_p99_pct"] = round(100 * r["wait_us_p99"] / (1e3 * fwd_ms), 3)
+    if fwd_ms:
+        add_mask_shares(mask_rows, fwd_ms)
 
     target_lines = targets(rows, args.categories)
     for r in rows:

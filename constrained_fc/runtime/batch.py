@@ -15,20 +15,20 @@ import time
 import torch
 from transformers import DynamicCache
 
-from .decoding import Result, Stats, _sample, build_result, fit_to_context
+from .decoding import Result, Stats, build_result, next_feed
 from .matcher import allocate_bitmask
 from .session import Session
 
 
-def decode_batch(model, tokenizer, plans: list, prompts: list[list[int]], *, max_new_tokens: int,
+def decode_batch(model, tokenizer, plans: list, prompts: list[list[int]], *, budgets: list[int],
                  fast_forward: bool, sampling: tuple, seed: int | None) -> list[Result]:
     """Decode each prompt under its plan (a `CallPlan` or `SchemaPlan`; rows may differ, e.g. by the tools
-    retrieval chose for each). Returns one `Result` per prompt, in order."""
+    retrieval chose for each) within its token budget (already fitted to the context). Returns one `Result`
+    per prompt, in order."""
     if not prompts:
         return []
     device = model.device
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else plans[0].eos_ids[0]
-    budgets = [fit_to_context(model, p, max_new_tokens) for p in prompts]
     gen = torch.Generator().manual_seed(seed) if seed is not None else None
     n = len(prompts)
     stats = [Stats(prompt_tokens=len(p)) for p in prompts]
@@ -55,26 +55,8 @@ def decode_batch(model, tokenizer, plans: list, prompts: list[list[int]], *, max
         passes = 1
         t1 = time.perf_counter()
         while active:
-            feeds: list[list[int]] = []
-            for i, r in enumerate(active):
-                row, budget = rows[r], budgets[r]
-                feed: list[int] = []
-                forced = row.next_forced()[: budget - len(row.tokens)]
-                if not forced and not row.done:
-                    row_logits = logits[i].clone()
-                    row.constrain(row_logits, bitmask, r)
-                    token = _sample(row_logits, *sampling, gen)
-                    row.feed([token])
-                    feed.append(token)
-                while fast_forward or not feed:
-                    forced = row.next_forced()[: budget - len(row.tokens)]
-                    if not forced:
-                        break
-                    if not fast_forward:
-                        forced = forced[:1]
-                    row.feed(forced, forced=True)
-                    feed += forced
-                feeds.append(feed)
+            feeds = [next_feed(rows[r], logits[i], bitmask, r, budgets[r], fast_forward, sampling, gen)
+                     for i, r in enumerate(active)]
             keep = [i for i, r in enumerate(active) if not rows[active[i]].done
                     and len(rows[active[i]].tokens) < budgets[active[i]]]
             if not keep:
@@ -97,7 +79,8 @@ def decode_batch(model, tokenizer, plans: list, prompts: list[list[int]], *, max
                 next_pos[r] += len(f)
             mask = torch.cat([mask, step_mask], dim=1)
             for r in active:
-                rows[r].prefetch(bitmask, r)  # the next masks, computed while the forward pass runs
+                if fast_forward or not rows[r].next_forced():
+                    rows[r].prefetch(bitmask, r)  # the next masks, computed while the forward pass runs
             out = model(input_ids=ids.to(device), attention_mask=mask.to(device),
                         position_ids=positions.to(device), past_key_values=cache, use_cache=True)
             passes += 1
@@ -105,16 +88,10 @@ def decode_batch(model, tokenizer, plans: list, prompts: list[list[int]], *, max
             logits = out.logits[torch.arange(len(active), device=out.logits.device), last].float()
         decode_ms = 1e3 * (time.perf_counter() - t1)
     results = []
-    for r, row in enumerate(rows):
-        st = stats[r]
+    for plan, row, st in zip(plans, rows, stats):
         # Prefill and decode run for the whole batch: each row reports the batch's time and passes.
         st.prompt_ms, st.decode_ms, st.forward_passes = prompt_ms, decode_ms, passes
-        st.tokens_generated, st.tokens_forced = len(row.tokens), sum(row.forced)
-        st.duplicates_dropped, st.mask_us_per_token = row.duplicates_dropped, row.mask_us_per_token
-        st.mask_wait_us_per_token = row.mask_wait_us_per_token
-        result = build_result(tokenizer, plans[r], row, row.finish or "length", st)
-        result.token_ids, result.forced = list(row.tokens), list(row.forced)
-        results.append(result)
+        results.append(build_result(tokenizer, plan, row, st))
     return results
 
 

@@ -202,7 +202,7 @@ def generate(model, tokenizer, messages, tools, *, tool_choice: Any = "auto", op
                          temperature=temperature, top_p=top_p, seed=seed, stream=False, prompt_cache=False,
                          schema=schema, retrieve=retrieve) for conversation, row in zip(messages, row_tools)]
         results = decode_batch(model, tokenizer, [run.plan for run in runs], [run.prompt_ids for run in runs],
-                               max_new_tokens=max_new_tokens, fast_forward=fast_forward,
+                               budgets=[run.max_new_tokens for run in runs], fast_forward=fast_forward,
                                sampling=(do_sample, temperature, top_p), seed=seed)
         for run, result in zip(runs, results):
             result.retrieved_tools = run.retrieved
@@ -283,45 +283,24 @@ class _Decoder:
         self._stream_state: list[dict] = []
         bitmask = allocate_bitmask(1, n_vocab)
         budget = self.max_new_tokens
-        pending: list[int] = []  # tokens fed to the session but not yet to the model
         with torch.inference_mode():
             while not row.done and len(row.tokens) < budget:
-                forced = row.next_forced()[: budget - len(row.tokens)]
-                if forced and not self.fast_forward:
-                    forced = forced[:1]  # one pass per forced token: the same tokens, more passes
-                    if pending:
-                        logits = self._forward(pending)
-                        pending = []
-                if forced:
-                    row.feed(forced, forced=True)
-                    pending += forced
-                else:
-                    if pending:
-                        row.prefetch(bitmask)  # the next mask, computed while the forward pass runs
-                        logits = self._forward(pending)
-                        pending = []
-                    row.constrain(logits, bitmask)
-                    token = _sample(logits, *self.sampling, self.gen)
-                    was_in_call = row.in_call
-                    row.feed([token])
-                    pending.append(token)
-                    if not was_in_call and not row.in_call:
-                        yield from self._text_deltas()
-                        continue
+                feed = next_feed(row, logits, bitmask, 0, budget, self.fast_forward, self.sampling, self.gen)
+                yield from self._text_deltas()
                 if row.in_call and not row.done:
                     yield from self._call_deltas(final=False)
+                if row.done or len(row.tokens) >= budget:
+                    break
+                if self.fast_forward or not row.next_forced():
+                    row.prefetch(bitmask)  # the next mask, computed while the forward pass runs
+                logits = self._forward(feed)
         self.stats.decode_ms = 1e3 * (time.perf_counter() - t1)
         if self.prompt_cache is not None:
             # Only the prompt's KV is kept: generated tokens were fed in other shapes than a prefill of the
             # same text would use, so reusing them would change later outputs by rounding.
             self.prompt_cache.store(self.model, self.tok, self.prompt_ids, self.cache)  # we are done with it
-        self.stats.tokens_generated = len(row.tokens)
-        self.stats.tokens_forced = sum(row.forced)
-        self.stats.duplicates_dropped = row.duplicates_dropped
-        self.stats.mask_us_per_token = row.mask_us_per_token
-        self.stats.mask_wait_us_per_token = row.mask_wait_us_per_token
-        self.result = self._finish(row.finish or "length")
-        self.result.token_ids, self.result.forced = list(row.tokens), list(row.forced)
+        self.result = build_result(self.tok, self.plan, row, self.stats,
+                                   call_ids=[state["id"] for state in self._stream_state])
         self.result.retrieved_tools = self.retrieved
         yield from self._text_deltas()
         yield from self._call_deltas(final=True)
@@ -332,10 +311,6 @@ class _Decoder:
         if withdrawn:
             final["withdrawn_tool_calls"] = withdrawn
         yield final
-
-    def _finish(self, finish: str) -> Result:
-        return build_result(self.tok, self.plan, self.session, finish, self.stats,
-                            call_ids=[state["id"] for state in self._stream_state])
 
     # -- streaming ---------------------------------------------------------------------------------------------
     def _text_deltas(self) -> Iterator[dict]:
@@ -352,13 +327,12 @@ class _Decoder:
 
     def _call_deltas(self, final: bool) -> Iterator[dict]:
         """The first call streams live; later calls are held until complete, so a repeated call that gets
-        rolled back is never shown. (A schema reply streams as content.)"""
+        rolled back is never shown."""
         if not self.stream or not self.session.in_call:
             return
         sc = self.session.scanner
         if sc is None:
-            yield from self._text_deltas()
-            return
+            return  # a schema reply: it streams as content (`_text_deltas`)
         for i, span in enumerate(sc.calls):
             if i > 0 and not span.complete and not final:
                 break
@@ -379,9 +353,45 @@ class _Decoder:
                 state["sent"] = len(args)
 
 
-def build_result(tok, plan, row: Session, finish: str, stats: Stats, call_ids=()) -> Result:
-    """A finished row -> its `Result`: content, calls read back and validated (`call_ids`: the ids streamed
-    already), or for a schema reply the JSON text checked against the schema."""
+def next_feed(row: Session, logits: torch.Tensor, bitmask: torch.Tensor, r: int, budget: int,
+              fast_forward: bool, sampling: tuple, gen) -> list[int]:
+    """One step of our loop for one row (`generate` and `batch` both use it): the token sampled from this
+    row's `logits` under its constraint plus the forced run that follows, or a forced run alone; without
+    fast_forward one token per step. The tokens are fed to the session; the caller feeds them to the model in
+    one forward pass. `budget`: the row's token limit."""
+    feed: list[int] = []
+    forced = row.next_forced()[: budget - len(row.tokens)]
+    if not forced and not row.done:
+        row.constrain(logits, bitmask, r)
+        token = _sample(logits, *sampling, gen)
+        row.feed([token])
+        feed.append(token)
+        if not fast_forward:
+            return feed
+        forced = row.next_forced()[: budget - len(row.tokens)]
+    while forced:
+        if not fast_forward:
+            row.feed(forced[:1], forced=True)  # one pass per forced token: the same tokens, more passes
+            return feed + forced[:1]
+        row.feed(forced, forced=True)
+        feed += forced
+        forced = row.next_forced()[: budget - len(row.tokens)]
+    return feed
+
+
+def build_result(tok, plan, row: Session, stats: Stats, call_ids=()) -> Result:
+    """A finished row -> its `Result` (the row's counts go into `stats`): content, calls read back and
+    validated (`call_ids`: the ids streamed already), or for a schema reply the JSON text checked against the
+    schema."""
+    stats.tokens_generated, stats.tokens_forced = len(row.tokens), sum(row.forced)
+    stats.duplicates_dropped = row.duplicates_dropped
+    stats.mask_us_per_token, stats.mask_wait_us_per_token = row.mask_us_per_token, row.mask_wait_us_per_token
+    result = _read_row(tok, plan, row, row.finish or "length", stats, call_ids)
+    result.token_ids, result.forced = list(row.tokens), list(row.forced)
+    return result
+
+
+def _read_row(tok, plan, row: Session, finish: str, stats: Stats, call_ids) -> Result:
     text = tok.decode(row.tokens, skip_special_tokens=False)
     if plan.mode == "json":
         return _schema_result(plan.schema, tok.decode(row.tokens, skip_special_tokens=True), finish, stats)

@@ -60,7 +60,8 @@ class CallPlan:
         from types import SimpleNamespace
         self.call_format = SimpleNamespace(list_close="" if self.format == "hermes" else "]",
                                            call_end="</tool_call>" if self.format == "hermes" else None)
-        self.close_ids = tokenizer.encode("]", add_special_tokens=False) if self.format != "hermes" else []
+        close = self.call_format.list_close
+        self.close_ids = tokenizer.encode(close, add_special_tokens=False) if close else []
 
     @property
     def constrained(self) -> bool:
