@@ -33,6 +33,7 @@ from tqdm import tqdm
 
 from constrained_fc import ToolCall, compile_schema, compile_tools
 from constrained_fc.eval.data import BFCL_CATEGORIES, load_bfcl
+from constrained_fc.compiler.formats import FORMATS
 from constrained_fc.compiler.options import Options
 from constrained_fc.runtime.plan import _compile_cached, _tools_json
 from constrained_fc.runtime.matcher import TokenMatcher, allocate_bitmask, apply_bitmask, unpack_bitmask
@@ -171,7 +172,7 @@ def measure_readback(repeat: int, with_lark: bool) -> list[dict]:
     from constrained_fc.compiler.schema_compiler import lark_parser
     schema, value = config_tool()
     rows = []
-    for fmt in ("mistral", "hermes", "python"):
+    for fmt in FORMATS:
         g = compile_tools([{"name": "configure", "parameters": schema}], format=fmt, warn=False)
         text = g.render([ToolCall("configure", value)])
         (call,) = g.parse(text, trusted=True)

@@ -43,7 +43,7 @@ import torch
 from tqdm import tqdm
 
 from constrained_fc.chat import render_prompt
-from constrained_fc.compiler.tool_grammar import ENVELOPES
+from constrained_fc.compiler.formats import FORMATS
 from constrained_fc.eval.checker import check_calls, hallucination_kind, parse_lenient
 from constrained_fc.eval.data import BFCL_CATEGORIES, load_bfcl
 from constrained_fc.runtime.decoding import generate
@@ -61,7 +61,7 @@ TEXT_KEEP = 600  # characters of generated text kept per case in cases.jsonl
 
 # Signs that a model meant to write a call, in any format parse_lenient knows.
 _ATTEMPT_RE = re.compile(r"\[TOOL_CALLS\]|<tool_call>|<function=|\{\s*\\?[\"']name\\?[\"']\s*:")
-_TRIGGERS = tuple(spec.trigger for spec in ENVELOPES.values() if spec.trigger)  # one list of formats
+_TRIGGERS = tuple(f.trigger for f in FORMATS.values() if f.trigger)  # the registered formats
 
 ROW_COLUMNS = ["category", "mode", "n", "called", "calls", "parse_failures", "unknown_function",
                "schema_violations", "hallucinated_calls", "ast_accuracy", "finish_tool_calls", "mean_new_tokens",

@@ -1,25 +1,32 @@
 """End-to-end tool-call speed on BFCL simple and multiple, plus the mask cost per token, in one run.
 
-Same model (the embedded SmolLM2-135M-Instruct), same prompt ids, greedy, for every engine: the rendered
-prompt `render_prompt(tok, case.messages, case.functions)` followed by the `[TOOL_CALLS]` token, so the
-constrained engines only write the call body (tool_choice="required" semantics). Engines:
+Same model (by default the shipped fine-tune, `--model` for another), same prompt ids, greedy, for every
+engine. `--mode auto` (the default) is how the product runs: the prompt is the rendered conversation
+`render_prompt(tok, case.messages, case.functions)` and the model decides when to write `[TOOL_CALLS]`; our
+engines and xgrammar's triggered tags wait for the trigger, and the engines that cannot (outlines, xgrammar's
+JSON schema) get the prompt followed by `[TOOL_CALLS]`, one token less to write. `--mode required` gives every
+engine the prompt plus `[TOOL_CALLS]`, so all of them only write the call body (for models that do not call by
+themselves, e.g. `--model base`). Engines:
 
     unconstrained (to EOS)              plain model.generate until end-of-sequence or --max-new-tokens
-    unconstrained (stop at call end)    the same, stopped as soon as the output holds a complete JSON list
+    unconstrained (stop at call end)    the same, stopped as soon as the output holds a complete call list (a
+                                        JSON list after the trigger, when there is one)
     ToolCallLogitsProcessor             our processor inside model.generate
     constrained_fc.generate (ff)        our loop, forced tokens fed in one forward pass (fast-forward)
     constrained_fc.generate (no ff)     our loop, one forward pass per token
     outlines JsonSchema (outlines_core) outlines 1.x logits processor from a JSON schema of the call list
     outlines CFG (llguidance)           outlines 1.x logits processor from our Lark grammar (`body_lark`)
     xgrammar JSON schema                xgrammar.contrib.hf.LogitsProcessor on the same JSON schema
+    xgrammar triggered tags             xgrammar's structural tag: free text until `[TOOL_CALLS]`, then the same
+                                        JSON schema (`triggered_tags`, the peer closest to our `auto`)
 
 Wall time is one `generate` call (prompt prefill included); building the grammar / processor for a call is
 timed apart (`setup_ms`), and one-off backend construction (vocabulary conversion) apart again (`backend_ms`).
 One untimed warm-up call per engine. `ratio_to_unconstrained` = median wall of "unconstrained (stop at call
 end)" / median wall of the engine over the same cases (`ratio_vs_to_eos`: against "to EOS").
 
-    python benchmarks/speed.py [--limit N] [--categories simple multiple] [--max-new-tokens 128]
-                               [--out results/speed] [--skip-peers]
+    python benchmarks/speed.py [--mode auto|required] [--limit N] [--categories simple multiple]
+                               [--max-new-tokens 128] [--out results/speed] [--skip-peers] [--model DIR]
 """
 from __future__ import annotations
 
@@ -47,8 +54,8 @@ from constrained_fc.runtime.plan import CallPlan
 from constrained_fc.compiler.tool_grammar import compile_tools
 from constrained_fc.compiler.tools import normalize_tools
 
-DEFAULT_LIMIT = 30  # per category: about 10-12 min on 2 quiet CPU cores (8 engines, ~1.3 s a call)
-DEFAULT_MAX_MINUTES = 18.0  # no new case is started after this, so a default run stays under 20 min
+DEFAULT_LIMIT = 50  # per category: about 20 min on 2 quiet CPU cores (9 engines, ~1.2 s a call)
+DEFAULT_MAX_MINUTES = 40.0  # no new case is started after this
 TARGET_SPEEDUP = 1.5  # fast-forward vs "unconstrained (stop at call end)"
 MASK_SHARE_TARGET_PCT = 1.0
 
@@ -60,9 +67,11 @@ NO_FAST_FORWARD = "constrained_fc.generate (no fast-forward)"
 OUTLINES_JSON = "outlines JsonSchema (outlines_core)"
 OUTLINES_CFG = "outlines CFG (llguidance)"
 XGRAMMAR = "xgrammar JSON schema"
+XGRAMMAR_TAGS = "xgrammar triggered tags"
 
 OURS = (LOGITS_PROCESSOR, FAST_FORWARD, NO_FAST_FORWARD)
-PEERS = (OUTLINES_JSON, OUTLINES_CFG, XGRAMMAR)
+PEERS = (OUTLINES_JSON, OUTLINES_CFG, XGRAMMAR, XGRAMMAR_TAGS)
+WAITS_FOR_TRIGGER = (TO_EOS, STOP_AT_END) + OURS + (XGRAMMAR_TAGS,)  # in auto mode: prompt alone
 ENGINES = (TO_EOS, STOP_AT_END) + OURS + PEERS
 
 
@@ -86,8 +95,15 @@ def call_list_span(text: str) -> tuple[int, int] | None:
             i = end
 
 
+def call_text(text: str) -> str:
+    """Where a call list is looked for: after the last trigger when the text has one, else all of it."""
+    i = text.rfind(TOOL_CALLS)
+    return text[i + len(TOOL_CALLS):] if i >= 0 else text
+
+
 class CallListStop(StoppingCriteria):
-    """Stops a row as soon as its generated text (after `prompt_length` ids) contains a complete JSON list."""
+    """Stops a row as soon as its generated text (after `prompt_length` ids) contains a complete call list: a
+    JSON list, after the trigger when the text has one."""
 
     def __init__(self, tokenizer, prompt_length: int):
         self.tokenizer = tokenizer
@@ -97,7 +113,7 @@ class CallListStop(StoppingCriteria):
         done = []
         for row in input_ids:
             text = self.tokenizer.decode(row[self.prompt_length:].tolist(), skip_special_tokens=False)
-            done.append(call_list_span(text) is not None)
+            done.append(call_list_span(call_text(text)) is not None)
         return torch.tensor(done, dtype=torch.bool, device=input_ids.device)
 
 
@@ -164,8 +180,9 @@ class Prepared:
 class Bench:
     """Model, tokenizer and the peers' one-off backends; `setup` / `run` per engine and case."""
 
-    def __init__(self, model, tokenizer, max_new_tokens: int = 128):
+    def __init__(self, model, tokenizer, max_new_tokens: int = 128, mode: str = "auto"):
         self.model, self.tok = model, tokenizer
+        self.mode = mode
         self.max_new_tokens = max_new_tokens
         self.trigger_ids = tokenizer.encode(TOOL_CALLS, add_special_tokens=False)
         self.meter = ForwardMeter(model)
@@ -195,7 +212,7 @@ class Bench:
             from outlines.backends import LLGuidanceBackend, OutlinesCoreBackend
             om = outlines.from_transformers(self.model, self.tok)
             b = OutlinesCoreBackend(om) if engine == OUTLINES_JSON else LLGuidanceBackend(om)
-        elif engine == XGRAMMAR:
+        elif engine in (XGRAMMAR, XGRAMMAR_TAGS):
             import xgrammar as xgr
             info = xgr.TokenizerInfo.from_huggingface(self.tok, vocab_size=self.model.config.vocab_size)
             b = xgr.GrammarCompiler(info)
@@ -215,8 +232,8 @@ class Bench:
             # whose compile is now a cache hit, as in an application that reuses its tools.
             compile_tools(tools, warn=False, **Options().compile_kwargs())
             if engine == LOGITS_PROCESSOR:
-                return Prepared(processor=ToolCallLogitsProcessor(self.tok, tools, tool_choice="required"))
-            return Prepared(plan=CallPlan(self.tok, tools, tool_choice="required"))
+                return Prepared(processor=ToolCallLogitsProcessor(self.tok, tools, tool_choice=self.tool_choice))
+            return Prepared(plan=CallPlan(self.tok, tools, tool_choice=self.tool_choice))
         if engine == OUTLINES_JSON:
             from outlines.types import JsonSchema
             term = JsonSchema(body_schema(tools))
@@ -233,23 +250,47 @@ class Bench:
             import xgrammar.contrib.hf
             compiled = self.backend(engine).compile_json_schema(json.dumps(body_schema(tools)))
             return Prepared(processor=xgr.contrib.hf.LogitsProcessor(compiled))
+        if engine == XGRAMMAR_TAGS:
+            import xgrammar as xgr
+            import xgrammar.contrib.hf
+            # Free text until the trigger, then the call list, then the turn ends (stop_after_first). In required
+            # mode the prompt already ends with the trigger, so the tag's begin is not required again.
+            tag = {"type": "tag", "begin": TOOL_CALLS,
+                   "content": {"type": "json_schema", "json_schema": body_schema(tools)}, "end": ""}
+            fmt = ({"type": "triggered_tags", "triggers": [TOOL_CALLS], "tags": [tag], "stop_after_first": True}
+                   if self.mode == "auto" else tag["content"])
+            compiled = self.backend(engine).compile_structural_tag(
+                json.dumps({"type": "structural_tag", "format": fmt}))
+            return Prepared(processor=xgr.contrib.hf.LogitsProcessor(compiled))
         raise ValueError(f"unknown engine {engine!r}")
+
+    @property
+    def tool_choice(self) -> str:
+        return "auto" if self.mode == "auto" else "required"
+
+    def prompted_trigger(self, engine: str) -> bool:
+        """Does this engine's prompt end with the trigger (it cannot wait for the model to write it)?"""
+        return self.mode == "required" or engine not in WAITS_FOR_TRIGGER
 
     # per call: generate (timed as wall) -----------------------------------------------------------------------
     def run(self, engine: str, case, prep: Prepared) -> dict:
-        """Generate; returns body (text after the trigger), new_tokens, forced, and engine extras."""
+        """Generate; returns body (what follows the prompt, trigger included when the model wrote it),
+        new_tokens, forced, and engine extras. In required mode the trigger our loop forces is not counted."""
         if engine in (FAST_FORWARD, NO_FAST_FORWARD):
             from constrained_fc.runtime.decoding import generate
-            r = generate(self.model, self.tok, case.messages, case.functions, tool_choice="required",
-                         fast_forward=engine == FAST_FORWARD,
-                         max_new_tokens=self.max_new_tokens + len(self.trigger_ids))
-            text = r.text[len(TOOL_CALLS):] if r.text.startswith(TOOL_CALLS) else r.text
-            n_trig = len(self.trigger_ids)
+            n_trig = len(self.trigger_ids) if self.mode == "required" else 0
+            r = generate(self.model, self.tok, case.messages, case.functions, tool_choice=self.tool_choice,
+                         fast_forward=engine == FAST_FORWARD, max_new_tokens=self.max_new_tokens + n_trig,
+                         prompt_cache=False)
+            text = r.text
+            if n_trig and text.startswith(TOOL_CALLS):
+                text = text[len(TOOL_CALLS):]
             return {"body": text, "new_tokens": r.stats.tokens_generated - n_trig,
                     "forced": r.stats.tokens_forced - n_trig if engine == FAST_FORWARD else 0,
                     "prompt_tokens": r.stats.prompt_tokens, "mask_us_per_token": r.stats.mask_us_per_token,
                     "loop_forward_passes": r.stats.forward_passes}
-        ids = self.prompt_ids(case) + self.trigger_ids
+        trigger = self.trigger_ids if self.prompted_trigger(engine) else []
+        ids = self.prompt_ids(case) + trigger
         x = torch.tensor([ids], dtype=torch.long, device=self.model.device)
         procs = [prep.processor] if prep.processor is not None else []
         stops = [CallListStop(self.tok, len(ids))] if engine == STOP_AT_END else []
@@ -267,8 +308,11 @@ class Bench:
         extra = {}
         if engine == LOGITS_PROCESSOR:
             extra["mask_us_per_token"] = prep.processor.mask_us_per_token
-        return {"body": self.tok.decode(gen, skip_special_tokens=False), "new_tokens": new_tokens, "forced": 0,
-                "prompt_tokens": len(ids) - len(self.trigger_ids), **extra}
+        body = self.tok.decode(gen, skip_special_tokens=False)
+        if trigger and self.mode == "auto":
+            body = TOOL_CALLS + body  # scored like the others: the call follows a trigger
+        return {"body": body, "new_tokens": new_tokens, "forced": 0,
+                "prompt_tokens": len(ids) - len(trigger), **extra}
 
     # scoring ----------------------------------------------------------------------------------------------------
     def valid(self, case, body: str) -> bool:
@@ -278,6 +322,9 @@ class Bench:
         if case.id not in self._score_grammars:
             self._score_grammars[case.id] = (compile_tools(case.functions, warn=False),
                                              compile_tools(case.functions, whitespace="flexible", warn=False))
+        if self.mode == "auto" and TOOL_CALLS not in body:
+            return False  # the model answered in text: no call
+        body = call_text(body)
         span = call_list_span(body)
         text = body[span[0]:span[1]] if span else body.strip()
         for g in self._score_grammars[case.id]:
@@ -309,7 +356,8 @@ def time_call(bench: Bench, engine: str, case) -> dict:
     body = out.pop("body")
     rec.update(out)
     rec["valid"] = bench.valid(case, body)
-    rec["list_closed"] = call_list_span(body) is not None
+    rec["called"] = bench.mode == "required" or TOOL_CALLS in body
+    rec["list_closed"] = call_list_span(call_text(body)) is not None
     rec["output"] = body[:300]
     return rec
 
@@ -339,6 +387,7 @@ def summarize(engine: str, records: list[dict], baselines: dict[str, dict[str, f
         "forward_passes_per_call": sum(r["forward_passes"] for r in ok) / len(ok),
         "forced_share": sum(r["forced"] for r in ok) / tokens if tokens else 0.0,
         "valid_calls": sum(bool(r["valid"]) for r in ok) / len(ok),
+        "called": sum(bool(r.get("called", True)) for r in ok) / len(ok),
         "setup_ms": statistics.median(r["setup_ms"] for r in ok),
     })
     mine = {r["case"]: r["wall_s"] for r in ok}
@@ -369,9 +418,11 @@ def measure_engine(bench: Bench, engine: str, cases, warmup: bool = True, baseli
 
 # -- report -----------------------------------------------------------------------------------------------------
 SPEED_COLUMNS = ["engine", "n", "wall_s_per_call", "ratio_to_unconstrained", "ratio_vs_to_eos", "tokens_per_s",
-                 "new_tokens_per_call", "forward_passes_per_call", "forced_share", "valid_calls", "setup_ms"]
+                 "new_tokens_per_call", "forward_passes_per_call", "forced_share", "called", "valid_calls",
+                 "setup_ms"]
 SPEED_HEADERS = ["engine", "n", "wall s/call (median)", "× vs stop-at-call-end", "× vs to-EOS", "tokens/s",
-                 "new tokens/call", "forward passes/call", "forced share", "valid calls", "setup ms (median)"]
+                 "new tokens/call", "forward passes/call", "forced share", "called", "valid calls",
+                 "setup ms (median)"]
 MASK_COLUMNS = ["tools", "compile_ms", "matcher_ms", "mask_us_p50", "mask_us_p99", "mask_share_p50_pct",
                 "mask_share_p99_pct", "wait_us_p50", "wait_us_p99", "wait_share_p99_pct"]
 MASK_HEADERS = ["tools", "compile_tools ms", "matcher ms", "mask µs p50", "mask µs p99",
@@ -561,6 +612,9 @@ def main(argv=None) -> int:
     ap = parser(__doc__.splitlines()[0], "speed")
     ap.set_defaults(limit=DEFAULT_LIMIT)
     add_model_flag(ap)
+    ap.add_argument("--mode", choices=["auto", "required"], default="auto",
+                    help="auto: the model decides when to call (the product); required: every prompt ends with "
+                         "the trigger (for a model that does not call by itself)")
     ap.add_argument("--categories", nargs="+", default=["simple", "multiple"], choices=["simple", "multiple"])
     ap.add_argument("--max-new-tokens", type=int, default=128)
     ap.add_argument("--skip-peers", action="store_true", help="leave out outlines and xgrammar")
@@ -646,7 +700,7 @@ def main(argv=None) -> int:
         r["kind"] = "mask"
 
     # 2. end to end; engines interleaved per case so drifting machine load hits them alike
-    bench = Bench(model, tok, args.max_new_tokens)
+    bench = Bench(model, tok, args.max_new_tokens, args.mode)
     broken: dict[str, str] = {}
     for e in tqdm(engines, desc="warm-up"):
         rec = time_call(bench, e, cases[0])
@@ -689,14 +743,21 @@ def main(argv=None) -> int:
     elapsed = time.perf_counter() - started
 
     md = ["# End-to-end tool-call speed", "",
-          f"Embedded SmolLM2-135M-Instruct, greedy, torch threads {torch.get_num_threads()}, "
+          f"Model `{args.model}`, greedy, torch threads {torch.get_num_threads()}, "
           f"max_new_tokens {args.max_new_tokens}, first {args.limit} BFCL cases per category"
-          f"{'' if done == len(cases) else f' (time limit: {done} of {len(cases)} cases run)'}. Same prompt ids "
-          "for every engine (rendered prompt + `[TOOL_CALLS]`). Ratios: median wall of the baseline / median "
+          f"{'' if done == len(cases) else f' (time limit: {done} of {len(cases)} cases run)'}, mode "
+          f"`{args.mode}`: " + (
+              "the prompt is the rendered conversation and the model decides when to write `[TOOL_CALLS]` "
+              "(our engines, the unconstrained rows and xgrammar's triggered tags; outlines and xgrammar's JSON "
+              "schema cannot wait for a trigger, so their prompt ends with it: one token less to write). "
+              "Called: share of cases where a call list was started. Our loop runs with `prompt_cache=False` "
+              "here, like every other engine. "
+              if args.mode == "auto" else "every prompt ends with `[TOOL_CALLS]`, so every engine writes only the "
+              "call body. ") + "Ratios: median wall of the baseline / median "
           "wall of the engine over the same cases (> 1 is faster). Tokens count every new token (forced, "
           "sampled and end-of-sequence); forced share is the share the fast-forward loop fed without a "
           "sampling step (0 for engines without fast-forward). Valid calls: the first complete JSON list in "
-          "the output parses as calls to existing tools whose arguments validate. setup ms: grammar compile / "
+          "the output (after the trigger) parses as calls to existing tools whose arguments validate. setup ms: grammar compile / "
           "processor build per call, not in the wall time.", ""]
     for cat in list(args.categories) + ["all"]:
         md += [f"## BFCL {cat}", "", md_table([r for r in rows if r["category"] == cat], SPEED_COLUMNS,

@@ -16,6 +16,7 @@ import re
 from typing import Any, Iterable, Mapping, Sequence
 
 from .errors import ConstrainedFCError
+from .compiler.formats import DEFAULT_FORMAT, detect_format
 from .compiler.tools import new_call_id
 
 AVAILABLE_TOOLS = "[AVAILABLE_TOOLS]"
@@ -262,16 +263,15 @@ def _template_of(tokenizer) -> str | None:
 
 
 def uses_native_tool_format(tokenizer) -> str | None:
-    """"hermes" when the tokenizer's template writes Hermes/Qwen `<tool_call>` calls, else None (our format)."""
-    template = _template_of(tokenizer)
-    if template and "<tool_call>" in template:
-        return "hermes"
-    return None
+    """The name of the call format the tokenizer's chat template writes (e.g. "hermes" for a Hermes/Qwen
+    `<tool_call>` template), when it is one of the registered formats other than ours; else None."""
+    fmt = detect_format(_template_of(tokenizer))
+    return fmt.name if fmt is not None and fmt.name != DEFAULT_FORMAT else None
 
 
 def _handles_tools_natively(template: str | None) -> bool:
-    # A Mistral template already speaks this format; a Hermes one speaks its own, which the decoder follows.
-    return bool(template) and ("<tool_call>" in template or TOOL_CALLS in template)
+    # A Mistral template already speaks our format; a Hermes one speaks its own, which the decoder follows.
+    return detect_format(template) is not None
 
 
 def add_function_calling_tokens(tokenizer, model=None) -> int:

@@ -11,6 +11,7 @@ from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+from .compiler.formats import DEFAULT_FORMAT, FORMATS  # noqa: E402
 from .errors import ConstrainedFCError  # noqa: E402
 
 DEMO_TOOLS = [
@@ -88,7 +89,7 @@ def _positive(text: str) -> int:
 
 def cmd_grammar(args) -> int:
     from .compiler.tool_grammar import compile_tools
-    g = compile_tools(_load_tools(args.tools), format=args.format or "mistral", parallel=not args.single,
+    g = compile_tools(_load_tools(args.tools), format=args.format or DEFAULT_FORMAT, parallel=not args.single,
                       tool_choice=_tool_choice(args.tool_choice), whitespace=args.whitespace, strict=args.strict)
     if args.engine:
         from .compiler.export import dumps, export_grammar
@@ -244,7 +245,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = ap.add_subparsers(dest="command", required=True)
 
     def common(p, model=True):
-        p.add_argument("--format", choices=["mistral", "hermes", "python"], default=None,
+        p.add_argument("--format", choices=list(FORMATS), default=None,
                        help="call format (default: the tokenizer's native one, else mistral)")
         p.add_argument("--tool-choice", default="auto", help="auto | required | none | a function name")
         if model:

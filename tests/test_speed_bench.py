@@ -138,7 +138,7 @@ def test_measure_engine_smoke(tiny_model):
     model, tok = tiny_model
     case = _case()
     budget = 24
-    bench = speed.Bench(model, tok, max_new_tokens=budget)
+    bench = speed.Bench(model, tok, max_new_tokens=budget, mode="required")
     try:
         _, recs = speed.measure_engine(bench, speed.STOP_AT_END, [case], warmup=False)
         stop = speed.walls(recs, speed.STOP_AT_END)
@@ -163,5 +163,34 @@ def test_measure_engine_smoke(tiny_model):
                 assert row["forced_share"] == 0.0
             # the body starts as the grammar forces it, whatever the random model wants
             assert recs[0]["output"].startswith('[{"name": "')
+    finally:
+        bench.close()
+
+
+def test_auto_mode_looks_for_the_list_after_the_trigger(tok):
+    """In auto mode the model writes text, then the trigger, then the list: a JSON list in the text before the
+    trigger is not the call, and text without a trigger holds no call."""
+    text = 'Here is [1, 2] and [TOOL_CALLS][{"name": "f", "arguments": {}}]'
+    assert speed.call_list_span(speed.call_text(text)) is not None
+    assert speed.call_text(text).startswith('[{"name"')
+    assert speed.call_text("no call [1]") == "no call [1]"
+
+
+def test_xgrammar_triggered_tags_engine_builds_and_waits_for_the_trigger(tiny_model):
+    """The peer closest to our auto: free text until [TOOL_CALLS], then the call list's JSON schema."""
+    pytest.importorskip("xgrammar")
+    import xgrammar as xgr
+    model, tok = tiny_model
+    case = _case()
+    bench = speed.Bench(model, tok, max_new_tokens=8, mode="auto")
+    try:
+        prep = bench.setup(speed.XGRAMMAR_TAGS, case)
+        assert not bench.prompted_trigger(speed.XGRAMMAR_TAGS) and bench.prompted_trigger(speed.XGRAMMAR)
+        grammar = prep.processor.compiled_grammars[0]
+        m = xgr.GrammarMatcher(grammar)
+        for t in tok.encode("Let me check.", add_special_tokens=False):
+            assert m.accept_token(t)  # free text before the trigger
+        assert m.accept_token(bench.trigger_ids[0])
+        assert not m.accept_token(tok.encode("Hello", add_special_tokens=False)[0])  # the call list now
     finally:
         bench.close()

@@ -9,6 +9,8 @@ import json
 import re
 from dataclasses import dataclass
 
+from .formats import CallFormat, get_format
+
 _OPEN = {"{": "}", "[": "]", "(": ")"}
 _NAME_RE = re.compile(r'\{\s*"name"\s*:\s*"((?:[^"\\]|\\.)*)"\s*,\s*"arguments"\s*:\s*')
 
@@ -50,12 +52,13 @@ class CallSpan:
 
 
 class CallScanner:
-    """Feed it the text after the trigger, growing; read `.calls`. Formats: mistral (`[{...}, {...}]`),
-    hermes (`\\n{...}\\n</tool_call>` blocks), python (`[f(a=1), g(b=2)]`)."""
+    """Feed it the text after the trigger, growing; read `.calls`. `format`: a `CallFormat` or a registered
+    format's name (mistral `[{...}, {...}]`, hermes `\\n{...}\\n</tool_call>` blocks, python `[f(a=1), g(b=2)]`)."""
 
-    def __init__(self, format: str):
-        self.format = format
-        self.call_depth = 0 if format == "hermes" else 1
+    def __init__(self, format: "str | CallFormat"):
+        self.call_format = get_format(format)
+        self.python = self.call_format.dialect == "python"
+        self.call_depth = self.call_format.call_depth
         self.text = ""
         self.calls: list[CallSpan] = []
         self._pos = 0
@@ -67,7 +70,7 @@ class CallScanner:
     def feed(self, text: str) -> None:
         if not text.startswith(self.text[:self._pos]):
             # The text changed under us (a rollback): rescan from scratch.
-            self.__init__(self.format)
+            self.__init__(self.call_format)
         self.text = text
         for i in range(self._pos, len(text)):
             ch = text[i]
@@ -82,8 +85,7 @@ class CallScanner:
             if ch == '"':
                 self._in_str = True
                 continue
-            starts_call = self._depth == self.call_depth and (
-                ch == "{" if self.format != "python" else (ch.isalnum() or ch in "_.-"))
+            starts_call = self._depth == self.call_depth and self.call_format.starts_call(ch)
             if starts_call and (not self.calls or self.calls[-1].complete):
                 self.calls.append(CallSpan(i))
             if ch in _OPEN:
@@ -111,7 +113,7 @@ class CallScanner:
 
     def name(self, span: CallSpan) -> str | None:
         text = self.call_text(span)
-        if self.format == "python":
+        if self.python:
             i = text.find("(")
             return text[:i] if i > 0 else None
         m = _NAME_RE.match(text)
@@ -120,7 +122,7 @@ class CallScanner:
     def arguments_text(self, span: CallSpan) -> str:
         """The argument text written so far (JSON object text, or Python keyword arguments)."""
         text = self.call_text(span)
-        if self.format == "python":
+        if self.python:
             i = text.find("(")
             if i < 0:
                 return ""
@@ -137,7 +139,7 @@ class CallScanner:
         name = self.name(span)
         args = self.arguments_text(span)
         try:
-            if self.format == "python":
+            if self.python:
                 value = {kw.arg: ast.literal_eval(kw.value)
                          for kw in ast.parse(f"f({args})", mode="eval").body.keywords}
             else:

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import ConstrainedFCError
+from .formats import DEFAULT_FORMAT
 
 # A tiny model under a grammar can repeat calls forever; these bound a turn (see README, "Calls that end").
 DEFAULT_MAX_CALLS = 8
@@ -35,8 +36,8 @@ UNSET: Any = _Unset()
 class Options:
     """Frozen and hashable: the grammar cache key.
 
-    format: the call envelope, "mistral", "hermes" or "python"; None picks the tokenizer's native one, else
-        mistral. parallel: several calls per turn (False: exactly one). max_calls: calls per turn (None: no
+    format: the call envelope, a registered format's name ("mistral", "hermes", "python", see `formats`);
+        None picks the one the tokenizer's chat template writes, else mistral. parallel: several calls per turn (False: exactly one). max_calls: calls per turn (None: no
         bound). max_string_length / max_array_items: bounds for strings without maxLength and arrays without
         maxItems, so a run-on value cannot eat the token budget (None: no bound). whitespace: "canonical"
         (the one spelling the adapter was trained on) or "flexible" (JSON whitespace allowed). strict: a
@@ -65,6 +66,6 @@ class Options:
 
     def compile_kwargs(self) -> dict:
         """The keywords of `compile_tools` these options stand for."""
-        return {"format": self.format or "mistral", "parallel": self.parallel, "max_calls": self.max_calls,
+        return {"format": self.format or DEFAULT_FORMAT, "parallel": self.parallel, "max_calls": self.max_calls,
                 "max_string_length": self.max_string_length, "max_array_items": self.max_array_items,
                 "whitespace": self.whitespace, "strict": self.strict}

@@ -1,40 +1,25 @@
-"""Stage 3: a tools list -> one Lark grammar for the call envelope of a chat format (mistral, hermes, python),
-with parse (text -> validated `ToolCall`s) and render (calls -> canonical text)."""
+"""Stage 3: a tools list -> one Lark grammar for the call envelope of a call format (`formats`: mistral, hermes,
+python, or one you register), with parse (text -> validated `ToolCall`s) and render (calls -> canonical text)."""
 from __future__ import annotations
 
-import ast
 import hashlib
 import json
 import keyword
+import string
 from dataclasses import dataclass
 from typing import Any, Iterable, Sequence
 
 import jsonschema
 
 from ..errors import ConstrainedFCError, GrammarMismatchError, ToolSchemaError
-from .call_scanner import CallScanner
+from .formats import DEFAULT_FORMAT, CallFormat, get_format, is_python_name
 from .language import in_language, mismatch
-from .schema_compiler import (Dialect, LarkEmitter, check_grammar, Renderer, lark_literal, load_template, rule_name,
+from .schema_compiler import (Dialect, LarkEmitter, check_grammar, Renderer, lark_literal, rule_name,
                               warn_relaxed, _PY_IDENT)
 from .schema_ir import IRBuilder, NeverNode, ObjectNode, Policy, Relaxation
 from .tools import Tool, ToolCall, normalize_tools, schema_validator
 
-FORMATS = ("mistral", "hermes", "python")
 TOOL_CHOICES = ("auto", "required", "none")
-
-
-@dataclass(frozen=True)
-class EnvelopeSpec:
-    format: str
-    trigger: str
-    dialect: str
-
-
-ENVELOPES = {
-    "mistral": EnvelopeSpec("mistral", "[TOOL_CALLS]", "json"),
-    "hermes": EnvelopeSpec("hermes", "<tool_call>", "json"),
-    "python": EnvelopeSpec("python", "", "python"),
-}
 
 
 def tool_choice_name(tool_choice: Any) -> str | None:
@@ -60,11 +45,12 @@ class ToolGrammar:
     which is what the token matcher runs once the trigger has been seen. `.accepts(text)`, `.parse(text)` and
     `.render(calls)` all work on the full text."""
 
-    def __init__(self, tools: list[Tool], spec: EnvelopeSpec, lark_text: str, body_lark: str,
+    def __init__(self, tools: list[Tool], fmt: CallFormat, lark_text: str, body_lark: str,
                  args_nodes: dict, call_rules: dict, dialect: Dialect, relaxations: list[Relaxation]):
         self.tools = tools
-        self.format = spec.format
-        self.trigger = spec.trigger
+        self.call_format = fmt
+        self.format = fmt.name
+        self.trigger = fmt.trigger
         self.lark = lark_text
         self.body_lark = body_lark
         self.dialect = dialect
@@ -75,7 +61,7 @@ class ToolGrammar:
         self._validators: dict = {}
         # Calls whose names Python itself reads as a name (`math.factorial`) are read from one `ast.parse`
         # of the list; a name such as `get-weather` is not, so those lists are split by the call scanner.
-        self._py_names = all(_is_dotted_name(n) for n in call_rules.values())
+        self._py_names = all(is_python_name(n) for n in call_rules.values())
 
     @property
     def sha256(self) -> str:
@@ -116,12 +102,7 @@ class ToolGrammar:
         try:
             if not text.startswith(self.trigger):
                 raise ValueError(f"the text does not start with {self.trigger!r}")
-            body = text[len(self.trigger):]
-            if self.format == "mistral":
-                return [(c["name"], c["arguments"]) for c in json.loads(body)]
-            if self.format == "hermes":
-                return _hermes_calls(body)
-            return _python_calls(body, scan=not self._py_names)
+            return self.call_format.read(text[len(self.trigger):], ast_names=self._py_names)
         except (ValueError, SyntaxError, TypeError, KeyError, AttributeError) as e:
             first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
             raise GrammarMismatchError(f"not a complete {self.format} call list: {first}") from None
@@ -150,81 +131,19 @@ class ToolGrammar:
             if name not in self._args_nodes:
                 raise ConstrainedFCError(f"cannot render a call to {name!r}: not among this grammar's tools")
             node = self._args_nodes[name]
-            if self.format == "python":
+            if self.dialect.name == "python":
                 parts.append(f"{name}({r.render(node, args, kwargs=True)})")
             else:
-                body = f'{{"name": {json.dumps(name, ensure_ascii=False)}, "arguments": {r.render(node, args)}}}'
-                parts.append(body)
+                parts.append(f'{{"name": {json.dumps(name, ensure_ascii=False)}, "arguments": {r.render(node, args)}}}')
         if not parts:
             raise ConstrainedFCError("cannot render an empty list of calls")
-        if self.format == "hermes":
-            return "\n".join(f"<tool_call>\n{p}\n</tool_call>" for p in parts)
-        return self.trigger + "[" + ", ".join(parts) + "]"
+        return self.call_format.render(parts)
 
     def __repr__(self) -> str:
         return f"ToolGrammar(format={self.format!r}, tools={len(self.tool_names)}, lines={len(self.lark.splitlines())})"
 
 
-_HERMES_CLOSE = "\n</tool_call>"
-_HERMES_NEXT = "\n<tool_call>\n"
-_JSON = json.JSONDecoder()
-
-
-def _hermes_calls(body: str) -> list[tuple[str, dict]]:
-    """Hermes blocks after the first trigger: `\n{call}\n</tool_call>`, then `\n<tool_call>\n{call}...`."""
-    calls, pos, opener = [], 0, "\n"
-    while True:
-        if not body.startswith(opener, pos):
-            raise ValueError(f"expected {opener!r} at character {pos}")
-        call, pos = _JSON.raw_decode(body, pos + len(opener))
-        calls.append((call["name"], call["arguments"]))
-        if not body.startswith(_HERMES_CLOSE, pos):
-            raise ValueError(f"expected {_HERMES_CLOSE!r} at character {pos}")
-        pos += len(_HERMES_CLOSE)
-        if pos == len(body):
-            return calls
-        opener = _HERMES_NEXT
-
-
-def _is_dotted_name(name: str) -> bool:
-    return all(part.isidentifier() and not keyword.iskeyword(part) for part in name.split("."))
-
-
-def _python_calls(body: str, *, scan: bool) -> list[tuple[str, dict]]:
-    """`[f(a=1), g.h(b="x")]` -> [("f", {"a": 1}), ("g.h", {"b": "x"})]."""
-    if not scan:
-        tree = ast.parse(body, mode="eval").body
-        if not isinstance(tree, ast.List):
-            raise ValueError("the calls are not a list")
-        return [(ast.unparse(c.func), _kwargs(c)) for c in tree.elts]
-    scanner = CallScanner("python")
-    scanner.feed(body.strip())
-    if not scanner.closed:
-        raise ValueError("the call list is not closed")
-    out = []
-    for span in scanner.calls:
-        call = ast.parse(f"f({scanner.arguments_text(span)})", mode="eval").body
-        out.append((scanner.name(span), _kwargs(call)))
-    return out
-
-
-def _kwargs(call: ast.Call) -> dict:
-    # One literal_eval over all the values: its per-call set-up costs more than reading a small literal.
-    values = ast.literal_eval(ast.List([kw.value for kw in call.keywords], ast.Load()))
-    return {kw.arg: _lists(v) for kw, v in zip(call.keywords, values)}
-
-
-def _lists(value: Any) -> Any:
-    if isinstance(value, tuple):
-        return [_lists(v) for v in value]
-    if isinstance(value, list):
-        return [_lists(v) for v in value]
-    if isinstance(value, dict):
-        return {k: _lists(v) for k, v in value.items()}
-    return value
-
-
-def compile_tools(tools: Sequence[Any], *, format: str = "mistral", parallel: bool = True,
+def compile_tools(tools: Sequence[Any], *, format: "str | CallFormat" = DEFAULT_FORMAT, parallel: bool = True,
                   tool_choice: Any = "auto", whitespace: str = "canonical", strict: bool = False,
                   max_calls: int | None = None, max_string_length: int | None = None,
                   max_array_items: int | None = None,
@@ -236,9 +155,7 @@ def compile_tools(tools: Sequence[Any], *, format: str = "mistral", parallel: bo
     restricts it to that tool. max_calls bounds calls per turn. max_string_length bounds strings that declare
     no maxLength, max_array_items arrays that declare no maxItems. Tool arguments are closed objects: undeclared keys are rejected unless a schema says
     `additionalProperties`; string formats (date, email, uuid, ...) are enforced. strict=True raises on a keyword the grammar cannot express instead of relaxing it."""
-    if format not in ENVELOPES:
-        raise ConstrainedFCError(f"unknown format {format!r}; expected one of {FORMATS}")
-    spec = ENVELOPES[format]
+    fmt = get_format(format)
     norm = normalize_tools(tools)
     forced = tool_choice_name(tool_choice)
     if forced is not None:
@@ -253,7 +170,7 @@ def compile_tools(tools: Sequence[Any], *, format: str = "mistral", parallel: bo
                         ("max_array_items", max_array_items)):
         if bound is not None and (not isinstance(bound, int) or isinstance(bound, bool) or bound < 1):
             raise ConstrainedFCError(f"{name} must be a positive integer or None, got {bound!r}")
-    dialect = Dialect(spec.dialect, whitespace)
+    dialect = Dialect(fmt.dialect, whitespace)
     em = LarkEmitter(dialect)
     relaxations: list[Relaxation] = []
     args_nodes = {}
@@ -270,16 +187,16 @@ def compile_tools(tools: Sequence[Any], *, format: str = "mistral", parallel: bo
         if isinstance(node, NeverNode):
             raise ToolSchemaError("the parameters schema accepts no value at all", tool=tool.name,
                                   path=("parameters",))
-        if format == "python":
+        if fmt.dialect == "python":
             if not isinstance(node, ObjectNode):
-                raise ToolSchemaError("the python format needs plain object parameters", tool=tool.name,
+                raise ToolSchemaError(f"the {fmt.name} format needs plain object parameters", tool=tool.name,
                                       path=("parameters",), keyword="type")
             for p in node.props:
                 if not _PY_IDENT.fullmatch(p.key) or keyword.iskeyword(p.key):
                     # `f(class=1)` is not Python: a keyword cannot be a keyword-argument name.
                     what = "a Python keyword" if keyword.iskeyword(p.key) else "not a Python identifier"
-                    raise ToolSchemaError(f"property {p.key!r} is {what}, so the python format cannot pass it "
-                                          "as a keyword argument (use the mistral or hermes format)",
+                    raise ToolSchemaError(f"property {p.key!r} is {what}, so the {fmt.name} format cannot "
+                                          "pass it as a keyword argument (use a JSON format: mistral or hermes)",
                                           tool=tool.name, path=("parameters", "properties", p.key),
                                           keyword="properties")
             args = em.rule(f"{hint}_args", em.object_body(node, kwargs=True), name=em.fresh(f"{hint}_args"))
@@ -298,10 +215,14 @@ def compile_tools(tools: Sequence[Any], *, format: str = "mistral", parallel: bo
         call_lines.append(call_rule)
         args_nodes[tool.name] = node
 
-    head_vars = _envelope_vars(format, em, call_lines, parallel, max_calls)
-    template = load_template(f"{format}.lark")
-    head_full = template.substitute(trigger=lark_literal(spec.trigger) if spec.trigger else "", **head_vars)
-    head_body = template.substitute(trigger="", **head_vars)
+    head_vars = _envelope_vars(fmt, em, call_lines, parallel, max_calls)
+    template = string.Template(fmt.template)
+    try:
+        head_full = template.substitute(trigger=lark_literal(fmt.trigger) if fmt.trigger else "", **head_vars)
+        head_body = template.substitute(trigger="", **head_vars)
+    except (KeyError, ValueError) as e:
+        raise ConstrainedFCError(f"call format {fmt.name!r}: its template uses an unknown placeholder ({e}); "
+                                 f"known: $trigger, {', '.join('$' + k for k in head_vars)}") from None
     if not call_lines:
         raise ToolSchemaError("no tools to call: the tools list is empty", keyword="tools")
     text = em.text(head_full)
@@ -309,7 +230,7 @@ def compile_tools(tools: Sequence[Any], *, format: str = "mistral", parallel: bo
     check_grammar(body_text)  # the grammar the matcher runs (the full one only adds the trigger literal)
     if warn:
         warn_relaxed(relaxations, "tools")
-    return ToolGrammar(norm, spec, text, body_text, args_nodes, call_rules, dialect, relaxations)
+    return ToolGrammar(norm, fmt, text, body_text, args_nodes, call_rules, dialect, relaxations)
 
 
 def _more(item: str, most: int | None) -> str:
@@ -319,15 +240,10 @@ def _more(item: str, most: int | None) -> str:
     return f"({item})*" if most is None else f"({item})~0..{most - 1}"
 
 
-def _envelope_vars(format: str, em: LarkEmitter, call_rules: list, parallel: bool, max_calls: int | None) -> dict:
+def _envelope_vars(fmt: CallFormat, em: LarkEmitter, call_rules: list, parallel: bool,
+                   max_calls: int | None) -> dict:
+    """The placeholders every format template may use (see `CallFormat`)."""
     most = 1 if not parallel else max_calls
-    out = dict(call_alternatives=" | ".join(call_rules))
-    if format == "hermes":
-        out.update(more_calls=_more('"\\n<tool_call>\\n" tool_call "\\n</tool_call>"', most))
-        return out
-    comma = em.sep(",")
-    out.update(calls=f"tool_call {_more(f'{comma} tool_call', most)}".strip())
-    if format == "mistral":
-        # Flexible whitespace also admits a space after the trigger token, as some Mistral models write.
-        out.update(lbrack=("WS? " if em.d.flexible else "") + em.open("["), rbrack=em.close("]"))
-    return out
+    more = _more(string.Template(fmt.next_call).substitute(comma=em.sep(",")), most)
+    return dict(call_alternatives=" | ".join(call_rules), more_calls=f" {more}" if more else "",
+                lbrack=em.open("["), rbrack=em.close("]"), ws="WS? " if em.d.flexible else "")

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import Any, Iterable, Mapping
 
 from ..compiler.call_scanner import closing_bracket
+from ..compiler.formats import HERMES, MISTRAL
 from ..compiler.tools import normalize_tools, schema_validator
 
 __all__ = ["CheckResult", "check_calls", "parse_lenient", "hallucination_kind", "standardize_string"]
@@ -316,7 +317,9 @@ def check_calls(calls: Iterable[Any] | None, functions: list, ground_truth: list
 # Lenient parsing of unconstrained output
 
 _NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_.\-]*")
-_TOOL_CALL_TAG = re.compile(r"<tool_call>(.*?)(?:</tool_call>|\Z)", re.S)
+# Our formats' markers come from the format registry; the rest are other models' habits this parser also reads.
+_TOOL_CALL_TAG = re.compile(re.escape(HERMES.trigger) + r"(.*?)(?:" + re.escape(HERMES.call_close.strip()) + r"|\Z)",
+                            re.S)
 _FUNCTION_TAG = re.compile(r"<function=([A-Za-z_][A-Za-z0-9_.\-]*)>(.*?)(?:</function>|\Z)", re.S)
 _FENCE = re.compile(r"```[A-Za-z0-9_+\-]*[ \t]*\n?(.*?)(?:```|\Z)", re.S)
 _MISTRAL_ARGS = re.compile(r"\s*([A-Za-z_][A-Za-z0-9_.\-]*)\s*(?:\[CALL_ID\]\s*[A-Za-z0-9_\-]*\s*)?\[ARGS\]")
@@ -569,8 +572,8 @@ def _parse(text: str) -> list[Call]:
                 calls.append((name, args))
         if calls:
             return calls
-    if "[TOOL_CALLS]" in text:
-        calls = [c for seg in text.split("[TOOL_CALLS]")[1:] for c in _mistral(seg)]
+    if MISTRAL.trigger in text:
+        calls = [c for seg in text.split(MISTRAL.trigger)[1:] for c in _mistral(seg)]
         if calls:
             return calls
     fences = _FENCE.findall(text) if "```" in text else []

@@ -119,7 +119,8 @@ class ToolCallLogitsProcessor(LogitsProcessor):
             if self.plan.grammar is None:
                 out.append(Reply(content=self.plan.tokenizer.decode(gen, skip_special_tokens=True).strip()))
                 continue
-            out.append(parse_generated(self.plan.tokenizer, self.plan.grammar, gen, self.plan.trigger_id,
-                                       started=row.started_in_prompt,
+            out.append(parse_generated(self.plan.tokenizer, self.plan.grammar, gen, self.plan.trigger_ids,
+                                       # a format without a trigger (python) is in the call from the first token
+                                       started=row.started_in_prompt or (row.in_call and not self.plan.trigger_ids),
                                        consumed=row.body if row.in_call else None))
         return out

@@ -118,6 +118,13 @@ class TokenMatcher:
         future.result()
         return True
 
+    def take_stats(self, other: "TokenMatcher") -> None:
+        """Count `other`'s mask timings as this matcher's (it replaces `other` in the same row)."""
+        self.mask_seconds += other.mask_seconds
+        self.mask_calls += other.mask_calls
+        self.wait_seconds += other.wait_seconds
+        self.waits = other.waits + self.waits
+
     def fill_mask(self, bitmask: torch.Tensor, row: int = 0) -> None:
         t0 = time.perf_counter()
         pending = self._prefetch

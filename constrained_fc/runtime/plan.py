@@ -8,6 +8,7 @@ import functools
 import json
 from typing import Any
 
+from ..compiler.formats import DEFAULT_FORMAT, get_format
 from ..compiler.options import Options
 from ..compiler.tool_grammar import TOOL_CHOICES, ToolGrammar, compile_tools, tool_choice_name
 from ..errors import ConstrainedFCError
@@ -33,7 +34,8 @@ class CallPlan:
         from ..chat import uses_native_tool_format
         self.tokenizer = tokenizer
         options = options or Options()
-        self.format = options.format or uses_native_tool_format(tokenizer) or "mistral"
+        self.call_format = get_format(options.format or uses_native_tool_format(tokenizer) or DEFAULT_FORMAT)
+        self.format = self.call_format.name
         self.options = options.replace(format=self.format)
         forced = tool_choice_name(tool_choice)
         self.mode = "named" if forced else (tool_choice or "auto")
@@ -43,11 +45,10 @@ class CallPlan:
         if not self.tools and self.mode in ("required", "named"):
             raise ConstrainedFCError(f"tool_choice={tool_choice!r} needs at least one tool")
         self.grammar = None
+        self._key = (_tools_json(self.tools), forced) if self.tools else None
         if self.tools:
-            self.grammar = _compile_cached(_tools_json(self.tools), self.options, forced)
-        trigger = self.grammar.trigger if self.grammar else {"mistral": "[TOOL_CALLS]", "hermes": "<tool_call>"}.get(
-            self.format, "")
-        self.trigger = trigger
+            self.grammar = _compile_cached(self._key[0], self.options, self._key[1])
+        self.trigger = trigger = self.call_format.trigger
         ids = tokenizer.encode(trigger, add_special_tokens=False) if trigger else []
         self.trigger_ids = ids
         self.trigger_id = ids[0] if len(ids) == 1 else None
@@ -56,10 +57,7 @@ class CallPlan:
                 f"format {self.format!r} has no single trigger token in this tokenizer ({trigger!r}), so "
                 "tool_choice='auto' cannot tell when a call starts; use 'required' or name a function")
         self.eos_ids = eos_ids(tokenizer)
-        # What closes a list, and what ends one call (the rest of a format lives in the compiler).
-        from types import SimpleNamespace
-        self.call_format = SimpleNamespace(list_close="" if self.format == "hermes" else "]",
-                                           call_end="</tool_call>" if self.format == "hermes" else None)
+        # What the session writes to close a list early (nothing: the list ends where the grammar is complete).
         close = self.call_format.list_close
         self.close_ids = tokenizer.encode(close, add_special_tokens=False) if close else []
 
@@ -67,8 +65,12 @@ class CallPlan:
     def constrained(self) -> bool:
         return self.grammar is not None and self.mode != "none"
 
-    def matcher(self, n_vocab: int | None = None) -> TokenMatcher:
-        return TokenMatcher(self.grammar.body_lark, self.tokenizer, n_vocab=n_vocab)
+    def matcher(self, n_vocab: int | None = None, *, max_calls: int | None = None) -> TokenMatcher:
+        """A matcher at the start of the call list; `max_calls` holds it to fewer calls than the options do."""
+        grammar = self.grammar
+        if max_calls is not None:
+            grammar = _compile_cached(self._key[0], self.options.replace(max_calls=max_calls), self._key[1])
+        return TokenMatcher(grammar.body_lark, self.tokenizer, n_vocab=n_vocab)
 
 
 class SchemaPlan:
@@ -76,7 +78,7 @@ class SchemaPlan:
     session runs it, with the grammar active from the start and no trigger, list or duplicate rule."""
 
     mode = "json"
-    format = None
+    format = call_format = None
     tools: list = []
     trigger, trigger_ids, trigger_id, close_ids = "", [], None, []
     constrained = True

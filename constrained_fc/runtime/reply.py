@@ -40,25 +40,36 @@ def parse_body(grammar: ToolGrammar, content: str, body: str, *, trusted: bool =
     return Reply(content=content, tool_calls=calls, duplicates_dropped=dropped)
 
 
-def parse_generated(tokenizer, grammar: ToolGrammar, generated_ids, trigger_id: int | None,
+def parse_generated(tokenizer, grammar: ToolGrammar, generated_ids, trigger: "int | list[int] | None",
                     started: bool = False, consumed=None) -> Reply:
-    """Split generated token ids at the trigger token (or take all of them as the call body when `started`,
-    i.e. the trigger was in the prompt) and parse. End-of-sequence and padding are ignored. `consumed`: the
-    ids the token matcher accepted; a body of exactly those ids is read without a second grammar check."""
+    """Split generated token ids at the trigger (its token id, or the ids of a trigger several tokens long,
+    which the session forces in that one spelling) or take all of them as the call body when `started`, i.e.
+    the trigger was in the prompt, and parse. End-of-sequence and padding are ignored. `consumed`: the ids the
+    token matcher accepted; a body of exactly those ids is read without a second grammar check."""
     stop = {tokenizer.eos_token_id, tokenizer.pad_token_id} - {None}
     ids = _strip(generated_ids, stop)
-    if started:
-        pos = -1
-    elif trigger_id is not None and trigger_id in ids:
-        pos = ids.index(trigger_id)
-    else:
+    trigger = [trigger] if isinstance(trigger, int) else list(trigger or [])
+    pos = -1 if started else _find(ids, trigger)
+    if pos is None:
         text = tokenizer.decode(ids, skip_special_tokens=True)
         return Reply(content=text.strip())
     content = tokenizer.decode(ids[:pos], skip_special_tokens=True).strip() if pos > 0 else ""
-    body = tokenizer.decode(ids[pos + 1:], skip_special_tokens=False)
+    after = pos + len(trigger) if pos >= 0 else 0
+    body = tokenizer.decode(ids[after:], skip_special_tokens=False)
     # The ids handed in need not be the ones the processor saw (any sequences can be passed), hence the compare.
-    trusted = consumed is not None and ids[pos + 1:] == _strip(consumed, stop)
+    trusted = consumed is not None and ids[after:] == _strip(consumed, stop)
     return parse_body(grammar, content, body, trusted=trusted)
+
+
+def _find(ids: list[int], needle: list[int]) -> int | None:
+    """Index of the first occurrence of `needle` in `ids` (None if absent or empty)."""
+    if not needle:
+        return None
+    first = needle[0]
+    for i, t in enumerate(ids):
+        if t == first and ids[i:i + len(needle)] == needle:
+            return i
+    return None
 
 
 def _strip(ids, stop: set) -> list[int]:

@@ -37,10 +37,9 @@ class Session:
         self.text_ids: list[int] = []  # the free text before the trigger
         self.body: list[int] = []  # the tokens the matcher consumed (the call list after the trigger)
         self.matcher = None
-        self.scanner = CallScanner(plan.format) if plan.format and plan.mode != "json" else None
+        self.scanner = CallScanner(plan.call_format) if plan.call_format and plan.mode != "json" else None
         self.closing: list[int] = []  # tokens still to force to close the list (no-rollback path)
         self.duplicates_dropped = 0  # repeated calls removed (rollback) or closed off (no rollback)
-        self._close_wanted = False  # no rollback: a repeat was seen where the list could not close yet
         self.started_in_prompt = started
         # A reply held to a schema, a trigger already in the prompt, or a forced call in a format without a
         # trigger token (python): the call starts at the first token.
@@ -127,24 +126,21 @@ class Session:
             dup = self.scanner.new_duplicate()
             if dup is not None:
                 self._repeated(dup)
-            elif self._close_wanted:
-                self._close_now()
 
     # -- the duplicate-call rule ---------------------------------------------------------------------------------
     def _repeated(self, dup: int) -> None:
         """The model wrote a call identical to an earlier one: it is looping. With rollback the repeat is
         removed (back to just before the separator that introduced it) and the list closed; without, the list
-        is closed right after it (`Reply` drops the repeat when reading back)."""
+        is closed as soon as it can be (`Reply` drops the repeat when reading back)."""
         self.duplicates_dropped += 1
         fmt = self.plan.call_format
         if not self.can_rollback:
-            self._close_wanted = True
             self._close_now()
             return
         tok, sc = self.plan.tokenizer, self.scanner
         keep_end = sc.calls[dup - 1].end
-        if fmt.call_end:
-            keep_end = sc.text.index(fmt.call_end, keep_end) + len(fmt.call_end)
+        if fmt.call_close:  # the kept call ends after its closing text (hermes: `\n</tool_call>`)
+            keep_end = sc.text.index(fmt.call_close, keep_end) + len(fmt.call_close)
         j = len(self.body)
         while j > 0 and len(tok.decode(self.body[:j], skip_special_tokens=False)) > keep_end:
             j -= 1
@@ -163,15 +159,27 @@ class Session:
         self._end("tool_calls")  # nothing more is decoded, so the driver's KV cache needs no repair
 
     def _close_now(self) -> None:
-        """Close the list if it can be closed here. A token can fuse a call's end with the separator ("},"):
-        then the list can only close after the next call, and it does."""
-        close = self.plan.close_ids
-        if not self.scanner.between_calls:
-            return
-        if close and self.matcher.allows(close):
-            self.closing, self.phase, self._close_wanted = list(close), CLOSING, False
-        elif not close and self.matcher.accepting:
-            self._end("tool_calls")  # a list closed by end-of-sequence (hermes): the driver ends the turn
+        """Close the list here if it can be closed here; else hold the grammar to the calls begun so far, so it
+        closes the list itself when the call in progress ends. (A token can fuse a call's end with the
+        separator, `},` or `),`: then a next call has begun, and it is the last.)"""
+        close, sc = self.plan.close_ids, self.scanner
+        if sc.between_calls:
+            if close and self.matcher.allows(close):
+                self.closing, self.phase = list(close), CLOSING
+                return
+            if not close and self.matcher.accepting:
+                self._end("tool_calls")  # a list closed by end-of-sequence (hermes): the driver ends the turn
+                return
+        begun = len(sc.calls)
+        separator = self.plan.call_format.separator.strip()
+        if sc.calls[-1].complete and separator and separator in sc.text[sc.calls[-1].end:]:
+            begun += 1
+        bounded = self.plan.matcher(self.n_vocab, max_calls=begun)
+        if bounded.try_consume(self.body) != len(self.body):
+            raise ConstrainedFCError(f"could not hold the call list to {begun} calls after a repeated call: "
+                                     f"{bounded.error}")
+        bounded.take_stats(self.matcher)
+        self.matcher = bounded
 
     # ------------------------------------------------------------------------------------------------------------
     def _start(self) -> None:
