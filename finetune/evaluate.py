@@ -441,7 +441,8 @@ def markdown(results: dict) -> str:
     models = results["models"]
     lines = ["# Fine-tuning evaluation", ""]
     s = results["settings"]
-    lines.append(f"Settings: limit {s['limit']} items per set, max_new_tokens {s['max_new_tokens']}, "
+    limit = f"the first {s['limit']} items per set" if s['limit'] else "every item of each set"
+    lines.append(f"Settings: {limit}, max_new_tokens {s['max_new_tokens']}, "
                  f"dtype {s['dtype']}, greedy decoding; constrained = `generate(..., tool_choice=\"auto\")`, "
                  "unconstrained = `model.generate` + `parse_lenient`. Scored with `constrained_fc.eval.checker`.")
     reused = [(m["label"], sum(per.get("constrained", {}).get("reused", 0) for per in m["metrics"].values()),

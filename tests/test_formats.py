@@ -13,6 +13,7 @@ from constrained_fc.compiler.options import Options
 from constrained_fc.errors import ConstrainedFCError, GrammarMismatchError
 from constrained_fc.runtime.plan import CallPlan
 from constrained_fc.runtime.session import Session
+from test_session import _write  # feed text token by token, as forced where forced
 
 # The whole format: an entry and its template. `<calls>` opens the list, calls are JSON objects separated by
 # "; ", `</calls>` closes it.
@@ -102,16 +103,6 @@ def test_toy_format_is_detected_from_a_chat_template(toy, tokenizer):
     tok.chat_template = "{%- for m in messages %}{{ m['content'] }}{% endfor %}{# calls: <calls>...</calls> #}"
     assert uses_native_tool_format(tok) == "toy"
     assert CallPlan(tok, TOOLS, tool_choice="required").format == "toy"
-
-
-def _write(tok, session, text):
-    for t in tok.encode(text, add_special_tokens=False):
-        if session.done:
-            return
-        forced = session.next_forced()
-        if forced and forced[0] != t:
-            return
-        session.feed([t], forced=bool(forced))
 
 
 @pytest.mark.parametrize("rollback", [True, False])

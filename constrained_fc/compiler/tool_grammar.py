@@ -6,7 +6,6 @@ import hashlib
 import json
 import keyword
 import string
-from dataclasses import dataclass
 from typing import Any, Iterable, Sequence
 
 import jsonschema
