@@ -86,6 +86,11 @@ def test_fragments(tokenizer):
     assert "<[" in v["grammar"] and '"[TOOL_CALLS]"' not in v["grammar"]
     s = export_grammar(tools, "sglang", tokenizer)
     assert s["extra_body"]["ebnf"] == s["grammar"]
+    # The engine's call parser comes from the format: ours by default, the format's own otherwise.
+    assert v["server_flags"][-2:] == ["--tool-call-parser", "mistral"]
+    assert s["server_flags"] == ["--grammar-backend", "llguidance", "--tool-call-parser", "mistral"]
+    py = export_grammar(tools, "vllm", tokenizer, format="python")
+    assert py["server_flags"][-1] == "pythonic" and py["grammar"] == cf.compile_tools(tools, format="python", warn=False).lark
     ll = export_grammar(tools, "llama.cpp", tokenizer)
     body = ll["extra_body"]
     assert body["grammar"].startswith("%llguidance {}\n") and body["grammar_lazy"] is True

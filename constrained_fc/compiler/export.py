@@ -47,15 +47,21 @@ def export_grammar(tools: Any, engine: str, tokenizer, **compile_options) -> dic
         raise ConstrainedFCError(f"engine must be one of {', '.join(ENGINES)}, got {engine!r}")
     grammar = tools if isinstance(tools, ToolGrammar) else compile_tools(tools, warn=False, **compile_options)
     text = engine_lark(grammar, tokenizer)
+    fmt = grammar.call_format
     if engine == "vllm":
         # vLLM >= 0.12 reads `structured_outputs`; earlier releases the `guided_grammar` field.
         body = {"structured_outputs": {"grammar": text}}
         legacy = {"guided_grammar": text}
-        return {"engine": engine, "grammar": text, "extra_body": body, "extra_body_before_0_12": legacy}
+        out = {"engine": engine, "grammar": text, "extra_body": body, "extra_body_before_0_12": legacy}
+        if fmt.vllm_parser:  # so the server reads the call list back into `tool_calls`
+            out["server_flags"] = ["--enable-auto-tool-choice", "--tool-call-parser", fmt.vllm_parser]
+        return out
     if engine == "sglang":
         # SGLang passes `ebnf` to its grammar backend; start it with --grammar-backend llguidance for Lark.
-        return {"engine": engine, "grammar": text, "extra_body": {"ebnf": text},
-                "server_flags": ["--grammar-backend", "llguidance", "--tool-call-parser", "mistral"]}
+        flags = ["--grammar-backend", "llguidance"]
+        if fmt.sglang_parser:
+            flags += ["--tool-call-parser", fmt.sglang_parser]
+        return {"engine": engine, "grammar": text, "extra_body": {"ebnf": text}, "server_flags": flags}
     trigger_id = tokenizer.convert_tokens_to_ids(grammar.trigger) if grammar.trigger else None
     body: dict = {"grammar": "%llguidance {}\n" + text}
     if grammar.trigger:

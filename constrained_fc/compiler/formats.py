@@ -44,7 +44,9 @@ class CallFormat:
         mode's spaces) and $ws (optional whitespace in the flexible mode, else nothing).
     next_call: the Lark expression of one further call (what $more_calls repeats); may use $comma.
     template_marker: text whose presence in a tokenizer's chat template means the template writes this
-        format (None: never detected)."""
+        format (None: never detected).
+    vllm_parser / sglang_parser: the serving engine's `--tool-call-parser` that reads this format back into
+        `tool_calls` (None: it has none), used by `export_grammar`."""
 
     name: str
     trigger: str
@@ -57,6 +59,8 @@ class CallFormat:
     call_open: str = ""
     call_close: str = ""
     template_marker: str | None = None
+    vllm_parser: str | None = None
+    sglang_parser: str | None = None
 
     def __post_init__(self):
         if self.dialect not in ("json", "python"):
@@ -198,11 +202,12 @@ def detect_format(chat_template: str | None) -> CallFormat | None:
 
 MISTRAL = register_format(CallFormat(
     "mistral", trigger="[TOOL_CALLS]", dialect="json", template=_template("mistral.lark"),
-    next_call="$comma tool_call", template_marker="[TOOL_CALLS]"))
+    next_call="$comma tool_call", template_marker="[TOOL_CALLS]", vllm_parser="mistral", sglang_parser="mistral"))
 HERMES = register_format(CallFormat(
     "hermes", trigger="<tool_call>", dialect="json", template=_template("hermes.lark"),
     next_call='"\\n<tool_call>\\n" tool_call "\\n</tool_call>"',
     list_open="", separator="\n<tool_call>", list_close="", call_open="\n", call_close="\n</tool_call>",
-    template_marker="<tool_call>"))
+    template_marker="<tool_call>", vllm_parser="hermes", sglang_parser="qwen25"))
 PYTHON = register_format(CallFormat(
-    "python", trigger="", dialect="python", template=_template("python.lark"), next_call="$comma tool_call"))
+    "python", trigger="", dialect="python", template=_template("python.lark"), next_call="$comma tool_call",
+    vllm_parser="pythonic", sglang_parser="pythonic"))
