@@ -315,6 +315,10 @@ class Bench:
                 "prompt_tokens": len(ids) - len(trigger), **extra}
 
     # scoring ----------------------------------------------------------------------------------------------------
+    def called(self, body: str) -> bool:
+        """Did the output start a call list? (In required mode every prompt ends with the trigger.)"""
+        return self.mode == "required" or TOOL_CALLS in body
+
     def valid(self, case, body: str) -> bool:
         """Does the output hold a call list whose names exist and whose arguments validate? Scored on the first
         complete JSON list in the body (what a user of the unconstrained rows would extract), with our
@@ -322,7 +326,7 @@ class Bench:
         if case.id not in self._score_grammars:
             self._score_grammars[case.id] = (compile_tools(case.functions, warn=False),
                                              compile_tools(case.functions, whitespace="flexible", warn=False))
-        if self.mode == "auto" and TOOL_CALLS not in body:
+        if not self.called(body):
             return False  # the model answered in text: no call
         body = call_text(body)
         span = call_list_span(body)
@@ -356,7 +360,7 @@ def time_call(bench: Bench, engine: str, case) -> dict:
     body = out.pop("body")
     rec.update(out)
     rec["valid"] = bench.valid(case, body)
-    rec["called"] = bench.mode == "required" or TOOL_CALLS in body
+    rec["called"] = bench.called(body)
     rec["list_closed"] = call_list_span(call_text(body)) is not None
     rec["output"] = body[:300]
     return rec

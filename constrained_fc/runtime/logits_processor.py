@@ -120,7 +120,6 @@ class ToolCallLogitsProcessor(LogitsProcessor):
                 out.append(Reply(content=self.plan.tokenizer.decode(gen, skip_special_tokens=True).strip()))
                 continue
             out.append(parse_generated(self.plan.tokenizer, self.plan.grammar, gen, self.plan.trigger_ids,
-                                       # a format without a trigger (python) is in the call from the first token
-                                       started=row.started_in_prompt or (row.in_call and not self.plan.trigger_ids),
+                                       started=row.call_from_start,
                                        consumed=row.body if row.in_call else None))
         return out

@@ -42,9 +42,10 @@ class Session:
         self.duplicates_dropped = 0  # repeated calls removed (rollback) or closed off (no rollback)
         self.started_in_prompt = started
         # A reply held to a schema, a trigger already in the prompt, or a forced call in a format without a
-        # trigger token (python): the call starts at the first token.
-        if plan.constrained and (started or plan.mode == "json"
-                                 or (plan.mode in ("required", "named") and not plan.trigger_ids)):
+        # trigger token (python): the call starts at the first token, so every generated token is call text.
+        self.call_from_start = plan.constrained and (started or plan.mode == "json"
+                                                     or (plan.mode in ("required", "named") and not plan.trigger_ids))
+        if self.call_from_start:
             self._start()
 
     # -- what the next token must be -----------------------------------------------------------------------------
