@@ -77,21 +77,37 @@ class Result:
 
 
 def prefill_segments(tokenizer, ids: list[int]) -> list[int]:
-    """Where the prompt's prefill is cut (positions > 0, ascending): before each assistant / tool turn's
-    `<|im_start|>` and right after `[/AVAILABLE_TOOLS]`, the points later prompts of the same conversation or
-    tools share. Decided by the ids up to each point only, so two prompts with a common prefix cut it alike."""
-    from ..chat import END_AVAILABLE_TOOLS
-    start = tokenizer.convert_tokens_to_ids("<|im_start|>")
+    """Where the prompt's prefill is cut (positions strictly inside `ids`, ascending): right after
+    `[/AVAILABLE_TOOLS]` (a second question with the same tools starts there) and right after each earlier
+    assistant turn's header `<|im_start|>assistant\n` (where the model began to write: the prompt that produced
+    that turn ended exactly there, so an agent's next step or a conversation's next turn starts there). Decided
+    by the ids up to each point only, so two prompts with a common prefix cut it alike. A single-turn prompt
+    with tools is two passes (tools block | question and header), one without tools is one."""
+    from ..chat import END_AVAILABLE_TOOLS, GENERATION_PROMPT
     end_tools = tokenizer.convert_tokens_to_ids(END_AVAILABLE_TOOLS)
     unk = tokenizer.unk_token_id
-    turn_ids = {i for w in ("assistant", "tool") for i in tokenizer.encode(w, add_special_tokens=False)[:1]}
+    header = tokenizer.encode(GENERATION_PROMPT, add_special_tokens=False)
+    if unk is not None and unk in header:
+        header = []
+    k = len(header)
     cuts = []
-    for i, t in enumerate(ids):
-        if t == start and start != unk and i > 0 and i + 1 < len(ids) and ids[i + 1] in turn_ids:
-            cuts.append(i)
-        elif t == end_tools and end_tools != unk and i + 1 < len(ids):
+    for i, t in enumerate(ids[:-1]):
+        if t == end_tools and end_tools != unk:
             cuts.append(i + 1)
-    return sorted(set(cuts))
+        elif k and t == header[-1] and i + 1 >= k and ids[i + 1 - k:i + 1] == header:
+            cuts.append(i + 1)
+    return cuts
+
+
+def vocab_size(model) -> int | None:
+    """How many logits the model gives per position (its output embedding's rows), known before any forward
+    pass; None for a model that does not say."""
+    try:
+        head = model.get_output_embeddings()
+    except (AttributeError, NotImplementedError):
+        return None
+    weight = getattr(head, "weight", None)
+    return int(weight.shape[0]) if weight is not None and weight.dim() == 2 else None
 
 
 def _resolve_prompt_cache(value):
@@ -253,36 +269,58 @@ class _Decoder:
         self.stats.forward_passes += 1
         return out.logits[0, -1].float()
 
-    def _prefill(self) -> torch.Tensor:
-        # The prompt is always prefilled segment by segment (segments end where the chat structure does), with
-        # or without the cache, so a reused segment holds exactly the KV a fresh prefill computes: greedy
-        # output does not depend on what the cache held.
+    def _prefill(self, forced: list[int]) -> torch.Tensor:
+        """Run the prompt through the model, cut where `prefill_segments` cuts it (with or without the cache, so
+        a reused part holds exactly the KV a fresh prefill computes: greedy output does not depend on what the
+        cache held), reusing what the prompt cache has. `forced`: tokens the session forces before the model
+        writes anything (the trigger of a required / named call and the grammar's forced run after it); they
+        ride in the prompt's last pass, whose own logits nothing needs. Returns the next-token logits."""
         tok, prompt_ids = self.tok, self.prompt_ids
-        bounds = prefill_segments(tok, prompt_ids)
-        reused, cache = (self.prompt_cache.lookup(self.model, tok, prompt_ids, bounds)
-                         if self.prompt_cache is not None else (0, None))
+        ends = prefill_segments(tok, prompt_ids) + [len(prompt_ids)]
+        reused, cache, logits = (self.prompt_cache.lookup(self.model, tok, prompt_ids, ends)
+                                 if self.prompt_cache is not None else (0, None, None))
         self.cache = cache if cache is not None else DynamicCache()
         self.stats.prompt_tokens_reused = reused
         t0 = time.perf_counter()
-        cuts = [b for b in bounds if b > reused] + [len(prompt_ids)]
+        # What the cache keeps with the prompt's KV: the logits after it (None when the last pass ran past it).
+        # A copy, since decoding masks `logits` in place.
+        self._prompt_logits = logits.clone() if logits is not None else None
         start = reused
-        for end in cuts:
-            logits = self._forward(prompt_ids[start:end])
+        for end in (e for e in ends if e > reused):
+            feed = prompt_ids[start:end]
+            if end == len(prompt_ids) and forced:
+                feed = feed + forced
+            logits = self._forward(feed)
+            self._prompt_logits = None if forced else logits.clone()
             start = end
+        if reused == len(prompt_ids) and forced:
+            logits = self._forward(forced)
+        self._prompt_ends = [e for e in ends if not (forced and e == len(prompt_ids) and e > reused)]
         self.stats.prompt_ms = 1e3 * (time.perf_counter() - t0)
         return logits
 
     def events(self) -> Iterator[dict]:
         self.stats = Stats(prompt_tokens=len(self.prompt_ids))
+        budget = self.max_new_tokens
+        n_vocab = vocab_size(self.model)
+        row = forced = None
+        if n_vocab is not None:
+            row = Session(self.plan, n_vocab, rollback=True)
+            forced = forced_run(row, budget) if self.fast_forward else []
+            if row.done:
+                forced = []  # the grammar forced the whole reply: the model has nothing left to compute
         with torch.inference_mode():
-            logits = self._prefill()
+            logits = self._prefill(forced or [])
         t1 = time.perf_counter()
-        n_vocab = logits.shape[-1]
-        self.session = row = Session(self.plan, n_vocab, rollback=True)
+        if row is None:
+            row = Session(self.plan, logits.shape[-1], rollback=True)
+        elif logits.shape[-1] != n_vocab:
+            raise ConstrainedFCError(f"the model's logits have {logits.shape[-1]} entries, its output "
+                                     f"embedding {n_vocab} rows")
+        self.session = row
         self._streamed_text = ""
         self._stream_state: list[dict] = []
-        bitmask = allocate_bitmask(1, n_vocab)
-        budget = self.max_new_tokens
+        bitmask = allocate_bitmask(1, row.n_vocab)
         with torch.inference_mode():
             while not row.done and len(row.tokens) < budget:
                 feed = next_feed(row, logits, bitmask, 0, budget, self.fast_forward, self.sampling, self.gen)
@@ -298,7 +336,8 @@ class _Decoder:
         if self.prompt_cache is not None:
             # Only the prompt's KV is kept: generated tokens were fed in other shapes than a prefill of the
             # same text would use, so reusing them would change later outputs by rounding.
-            self.prompt_cache.store(self.model, self.tok, self.prompt_ids, self.cache)  # we are done with it
+            self.prompt_cache.store(self.model, self.tok, self.prompt_ids, self.cache, self._prompt_ends,
+                                    self._prompt_logits)  # we are done with the cache
         self.result = build_result(self.tok, self.plan, row, self.stats,
                                    call_ids=[state["id"] for state in self._stream_state])
         self.result.retrieved_tools = self.retrieved
@@ -369,14 +408,22 @@ def next_feed(row: Session, logits: torch.Tensor, bitmask: torch.Tensor, r: int,
         if not fast_forward:
             return feed
         forced = row.next_forced()[: budget - len(row.tokens)]
+    if forced and not fast_forward:
+        row.feed(forced[:1], forced=True)  # one pass per forced token: the same tokens, more passes
+        return feed + forced[:1]
+    return feed + forced_run(row, budget)
+
+
+def forced_run(row: Session, budget: int) -> list[int]:
+    """Feed `row` every token the grammar forces from here on, as one run (up to the token `budget`), and
+    return them: the caller feeds them to the model in one forward pass."""
+    run: list[int] = []
+    forced = row.next_forced()[: budget - len(row.tokens)]
     while forced:
-        if not fast_forward:
-            row.feed(forced[:1], forced=True)  # one pass per forced token: the same tokens, more passes
-            return feed + forced[:1]
         row.feed(forced, forced=True)
-        feed += forced
+        run += forced
         forced = row.next_forced()[: budget - len(row.tokens)]
-    return feed
+    return run
 
 
 def build_result(tok, plan, row: Session, stats: Stats, call_ids=()) -> Result:
