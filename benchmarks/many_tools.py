@@ -30,11 +30,11 @@ from tqdm import tqdm
 
 from constrained_fc.eval.checker import check_calls
 from constrained_fc.eval.data import load_bfcl
-from constrained_fc.retrieval import ToolIndex, request_text
+from constrained_fc.retrieval import DEFAULT_DIVERSITY, ToolIndex, request_text
 
 CATEGORIES = ("simple", "multiple", "parallel", "parallel_multiple")
 KS = (1, 3, 5, 10)
-MODES = ("dense", "lexical", "hybrid")
+MODES = ("dense", "lexical", "hybrid", "hybrid+mmr")
 
 
 def library(cases) -> tuple[dict[str, dict], int]:
@@ -53,9 +53,9 @@ class Libraries:
     functions are the shared versions, others get their own (their other tools' vectors come from the
     embedding cache, so only the index is rebuilt)."""
 
-    def __init__(self, base: dict[str, dict]):
-        self.base = base
-        self.shared = ToolIndex(list(base.values()))
+    def __init__(self, base: dict[str, dict], diversity: float = DEFAULT_DIVERSITY):
+        self.base, self.diversity = base, diversity
+        self.shared = ToolIndex(list(base.values()), diversity=diversity)
         self._last = (None, None)
 
     def for_case(self, case) -> ToolIndex:
@@ -65,7 +65,7 @@ class Libraries:
         key = json.dumps(own, sort_keys=True)
         if self._last[0] != key:
             tools = [own.get(name, fn) for name, fn in self.base.items()]
-            self._last = (key, ToolIndex(tools, progress=False))
+            self._last = (key, ToolIndex(tools, diversity=self.diversity, progress=False))
         return self._last[1]
 
 
@@ -86,11 +86,14 @@ def recall(libs: Libraries, cases) -> dict:
     for case in tqdm(cases, desc="recall"):
         index = libs.for_case(case)
         t0 = time.perf_counter()
-        hybrid, dense, lexical = index.scores(request_text(case.messages))
+        picked, (hybrid, dense, lexical) = index.order(request_text(case.messages), max(KS))
         search_ms.append(1e3 * (time.perf_counter() - t0))
         want = {index.names.index(n) for n in ground_truth_names(case)}
-        for mode, s in (("dense", dense), ("lexical", lexical), ("hybrid", hybrid)):
-            order = np.argsort(-s, kind="stable")
+        modes = [("dense", dense), ("lexical", lexical), ("hybrid", hybrid)]
+        if libs.diversity > 0:  # at 0 it is the hybrid order
+            modes.append(("hybrid+mmr", None))
+        for mode, s in modes:
+            order = np.asarray(picked) if s is None else np.argsort(-s, kind="stable")
             for k in KS:
                 share = len(want & set(order[:k].tolist())) / len(want)
                 hits[(case.category, mode, k)].append(share)
@@ -153,6 +156,42 @@ def summarise(records: list[dict]) -> list[dict]:
     return rows
 
 
+def losses(records: list[dict]) -> list[dict]:
+    """Per category and retrieval setup, what became of the questions the oracle answered right: kept, or lost
+    because retrieval left a ground-truth function out, the model chose another offered tool, it added a call
+    to another tool (often a near-twin of the right one), or it got the arguments wrong or made no call; and `gained`: the
+    oracle wrong, retrieval right."""
+    by = defaultdict(dict)
+    for r in records:
+        by[(r["category"], r["id"])][r["setup"]] = r
+    counts = defaultdict(lambda: defaultdict(int))
+    for (cat, _), setups in by.items():
+        oracle = setups.get("oracle")
+        for setup, r in setups.items():
+            if setup == "oracle" or oracle is None:
+                continue
+            c = counts[(cat, setup)]
+            if not oracle["ok"]:
+                c["gained"] += r["ok"]
+                continue
+            c["oracle_right"] += 1
+            tag = (r["reason"] or "").split(":")[0]
+            if r["ok"]:
+                c["kept"] += 1
+            elif not r.get("retrieved_all", True) or tag == "context":
+                c["lost_not_offered"] += 1
+            elif tag == "wrong_func_name":
+                c["lost_other_tool"] += 1
+            elif tag == "wrong_count" and len(r.get("calls") or []) > 1:
+                c["lost_extra_call"] += 1
+            else:
+                c["lost_other"] += 1
+    cols = ("oracle_right", "kept", "lost_not_offered", "lost_other_tool", "lost_extra_call", "lost_other",
+            "gained")
+    return [{"category": cat, "setup": setup, **{k: c[k] for k in cols}}
+            for (cat, setup), c in sorted(counts.items(), key=lambda kv: (CATEGORIES.index(kv[0][0]), kv[0][1]))]
+
+
 def library_tokens(tok, tools) -> int:
     from constrained_fc.chat import encode_prompt
     return len(encode_prompt(tok, [{"role": "user", "content": "x"}], tools))
@@ -163,8 +202,8 @@ def plot(out, recall_rows, e2e_rows) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    for mode in MODES:
-        row = next(r for r in recall_rows if r["category"] == "all" and r["mode"] == mode)
+    for row in (r for r in recall_rows if r["category"] == "all"):
+        mode = row["mode"]
         axes[0].plot(KS, [row[f"recall@{k}"] for k in KS], marker="o", label=mode)
     axes[0].axhline(0.95, color="grey", ls=":", lw=1)
     axes[0].set(xlabel="k", ylabel="recall@k", title="Ground-truth functions in the top k", xticks=KS)
@@ -191,15 +230,17 @@ def main(argv=None) -> int:
     ap.add_argument("--ks", type=int, nargs="+", default=[3, 5], help="retrieve=k setups end to end")
     ap.add_argument("--recall-only", action="store_true", help="skip the model")
     ap.add_argument("--max-new-tokens", type=int, default=128)
+    ap.add_argument("--diversity", type=float, default=DEFAULT_DIVERSITY,
+                    help="ToolIndex(diversity=...) end to end and in the hybrid+mmr recall row (0: plain order)")
     args = ap.parse_args(argv)
     if args.limit is not None and args.limit < 1:
         ap.error("--limit must be at least 1")
 
     cases = [c for cat in CATEGORIES for c in load_bfcl(cat, data_dir=args.data)]
     base, distinct = library(cases)
-    libs = Libraries(base)
+    libs = Libraries(base, args.diversity)
     rec = recall(libs, cases)
-    rows = {"recall": rec["rows"], "end_to_end": []}
+    rows = {"recall": rec["rows"], "end_to_end": [], "losses": []}
     extra = {"library": {"distinct_functions": distinct, "distinct_names": len(base),
                          "search_ms_p50": rec["search_ms_p50"]}}
     if not args.recall_only:
@@ -210,12 +251,14 @@ def main(argv=None) -> int:
         chosen = [c for cat in args.categories for c in load_bfcl(cat, data_dir=args.data, limit=args.limit)]
         records = end_to_end(libs, chosen, model, tok, tuple(args.ks), args.max_new_tokens)
         rows["end_to_end"] = summarise(records)
+        rows["losses"] = extra["losses"] = losses(records)
         extra["records"] = records
     lib = extra["library"]
     md = [f"# Many tools: retrieval over a {lib['distinct_names']}-tool library\n",
           f"Library: every distinct function of BFCL simple, multiple, parallel and parallel_multiple: "
           f"{lib['distinct_functions']} (name, schema) pairs under {lib['distinct_names']} names; a question sees "
-          f"its own version of a shared name. Hybrid search p50: {lib['search_ms_p50']} ms per request."]
+          f"its own version of a shared name. Hybrid search p50: {lib['search_ms_p50']} ms per request. "
+          f"Diversity (maximal marginal relevance, `hybrid+mmr` and end to end): {libs.diversity}."]
     if "prompt_tokens_whole_library" in lib:
         md.append(f"The whole library in one prompt would be {lib['prompt_tokens_whole_library']:,} tokens "
                   "(the model reads 8,192).")
@@ -227,6 +270,14 @@ def main(argv=None) -> int:
                                              "ground_truth_offered", "prompt_tokens_mean", "seconds_per_call"],
                         ["category", "tools offered", "questions", "AST accuracy", "vs oracle (points)",
                          "ground truth offered", "prompt tokens", "s / call"])]
+        md += ["\n### Where retrieval loses\n",
+               "Questions the oracle answered right, and what became of each with retrieval: kept; ground truth "
+               "not offered; another offered tool chosen; an extra call to another tool; wrong arguments or no call. "
+               "Gained: the oracle wrong, retrieval right.\n",
+               md_table(rows["losses"], ["category", "setup", "oracle_right", "kept", "lost_not_offered",
+                                         "lost_other_tool", "lost_extra_call", "lost_other", "gained"],
+                        ["category", "tools offered", "oracle right", "kept", "not offered", "other tool chosen",
+                         "extra call", "wrong arguments or no call", "gained"])]
     out = write_results(args.out, rows["recall"] + rows["end_to_end"], "\n".join(md) + "\n", extra)
     plot(out, rec["rows"], rows["end_to_end"])
     print("\n".join(md))

@@ -242,3 +242,20 @@ def test_cli_call_with_retrieve(tmp_path, library, capsys):
     assert all(c["name"] in out["retrieved_tools"] and c["error"] is None for c in out["tool_calls"])
     with pytest.raises(SystemExit):
         main(["call", "--tools", str(path), "--retrieve", "0", "--prompt", "x"])
+
+
+def test_near_twins_are_not_offered_together():
+    # Two near-copies of the weather tool beside it: by relevance alone they fill the top 3 and the request's
+    # other ask is left out; with enough diversity maximal marginal relevance offers one of them and the music
+    # tool, and the most relevant tool stays first.
+    twins = [_tool("weather_forecast", "Current weather and forecast for a city", city="City name"),
+             _tool("city_weather", "Get the current weather and the forecast in a city", city="The city")]
+    ix = ToolIndex(SMALL + twins, progress=False)
+    request = "What is the weather and forecast in Paris today, and then put on some jazz?"
+    weather = {"get_weather", "weather_forecast", "city_weather"}
+    plain = [h.tool.name for h in ix.search(request, 3, diversity=0)]
+    diverse = [h.tool.name for h in ix.search(request, 3, diversity=0.6)]
+    assert set(plain) == weather
+    assert diverse[0] == plain[0] and "play_music" in diverse and len(weather & set(diverse)) == 1
+    with pytest.raises(ToolIndexError, match="diversity"):
+        ToolIndex(SMALL, dense=False, diversity=1.0)
