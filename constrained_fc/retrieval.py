@@ -274,8 +274,10 @@ class ToolIndex:
 
     def order(self, query: str, k: int, *, diversity: float | None = None) -> tuple[list[int], tuple]:
         """The indices of the k tools `search` returns, in its order, and `scores(query)`."""
-        hybrid, dense, lexical = scored = self.scores(query or "")
         d = self.diversity if diversity is None else diversity
+        if not 0.0 <= d < 1.0:
+            raise ToolIndexError(f"diversity must be in [0, 1), got {d!r}")
+        hybrid, dense, lexical = scored = self.scores(query or "")
         ranked = np.argsort(-hybrid, kind="stable")
         if d == 0 or self.vectors is None or k == 1:
             return ranked[:k].tolist(), scored
@@ -295,9 +297,9 @@ class ToolIndex:
         return [int(pool[j]) for j in picked] + ranked[len(pool):k].tolist(), scored
 
     def search(self, query: str, k: int = 5, *, diversity: float | None = None) -> list[Hit]:
-        """The k best tools for `query`, best first (ties keep library order). The first is the most relevant;
-        each next one is picked by maximal marginal relevance (`diversity`, default the index's): relevant,
-        and unlike those already picked."""
+        """The k best tools for `query`, best first (ties keep library order). With `diversity` > 0 (default:
+        the index's, 0) the first is the most relevant and each next one is picked by maximal marginal
+        relevance: relevant, and unlike those already picked."""
         if not isinstance(k, int) or isinstance(k, bool) or k < 1:
             raise ToolIndexError(f"k must be a positive integer, got {k!r}")
         order, (hybrid, dense, lexical) = self.order(query, k, diversity=diversity)

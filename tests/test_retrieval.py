@@ -259,3 +259,5 @@ def test_near_twins_are_not_offered_together():
     assert diverse[0] == plain[0] and "play_music" in diverse and len(weather & set(diverse)) == 1
     with pytest.raises(ToolIndexError, match="diversity"):
         ToolIndex(SMALL, dense=False, diversity=1.0)
+    with pytest.raises(ToolIndexError, match="diversity"):
+        ix.search(request, 3, diversity=-0.1)
