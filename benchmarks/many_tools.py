@@ -167,8 +167,10 @@ def losses(records: list[dict]) -> list[dict]:
     counts = defaultdict(lambda: defaultdict(int))
     for (cat, _), setups in by.items():
         oracle = setups.get("oracle")
+        if oracle is None:
+            continue
         for setup, r in setups.items():
-            if setup == "oracle" or oracle is None:
+            if setup == "oracle":
                 continue
             c = counts[(cat, setup)]
             if not oracle["ok"]:

@@ -54,6 +54,12 @@ class ToolIndexError(ConstrainedFCError):
     """A tool library that cannot be indexed (too large for memory, no tools)."""
 
 
+def _checked_diversity(d: float) -> float:
+    if not 0.0 <= d < 1.0:
+        raise ToolIndexError(f"diversity must be in [0, 1), got {d!r}")
+    return d
+
+
 @dataclass(frozen=True)
 class Hit:
     tool: Tool
@@ -211,9 +217,7 @@ class ToolIndex:
                  max_memory: int | None = None, progress: bool = True):
         if not 0.0 <= alpha <= 1.0:
             raise ToolIndexError(f"alpha must be in [0, 1], got {alpha!r}")
-        if not 0.0 <= diversity < 1.0:
-            raise ToolIndexError(f"diversity must be in [0, 1), got {diversity!r}")
-        self.diversity = diversity
+        self.diversity = _checked_diversity(diversity)
         self.tools = normalize_tools(tools)
         if not self.tools:
             raise ToolIndexError("a tool index needs at least one tool")
@@ -274,14 +278,14 @@ class ToolIndex:
 
     def order(self, query: str, k: int, *, diversity: float | None = None) -> tuple[list[int], tuple]:
         """The indices of the k tools `search` returns, in its order, and `scores(query)`."""
-        d = self.diversity if diversity is None else diversity
-        if not 0.0 <= d < 1.0:
-            raise ToolIndexError(f"diversity must be in [0, 1), got {d!r}")
+        if not isinstance(k, int) or isinstance(k, bool) or k < 1:
+            raise ToolIndexError(f"k must be a positive integer, got {k!r}")
+        d = self.diversity if diversity is None else _checked_diversity(diversity)
         hybrid, dense, lexical = scored = self.scores(query or "")
         ranked = np.argsort(-hybrid, kind="stable")
         if d == 0 or self.vectors is None or k == 1:
             return ranked[:k].tolist(), scored
-        pool = ranked[:max(MMR_POOL, k)]
+        pool = ranked[:max(MMR_POOL, k)]  # holds min(k, library size) picks
         sim = self.vectors[pool] @ self.vectors[pool].T
         rel = hybrid[pool].astype(np.float64)
         picked = [0]
@@ -294,14 +298,12 @@ class ToolIndex:
             picked.append(j)
             free[j] = False
             closest = np.maximum(closest, sim[j])
-        return [int(pool[j]) for j in picked] + ranked[len(pool):k].tolist(), scored
+        return [int(pool[j]) for j in picked], scored
 
     def search(self, query: str, k: int = 5, *, diversity: float | None = None) -> list[Hit]:
         """The k best tools for `query`, best first (ties keep library order). With `diversity` > 0 (default:
         the index's, 0) the first is the most relevant and each next one is picked by maximal marginal
         relevance: relevant, and unlike those already picked."""
-        if not isinstance(k, int) or isinstance(k, bool) or k < 1:
-            raise ToolIndexError(f"k must be a positive integer, got {k!r}")
         order, (hybrid, dense, lexical) = self.order(query, k, diversity=diversity)
         return [Hit(self.tools[i], float(hybrid[i]), None if dense is None else float(dense[i]),
                     float(lexical[i])) for i in order]
