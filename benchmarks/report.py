@@ -15,6 +15,8 @@ SECTIONS = [
     ("coverage", "Schema coverage", "python benchmarks/coverage.py", "coverage.png"),
     ("compile_speed", "Compile time and mask cost", "python benchmarks/compile_speed.py", None),
     ("readback", "Reading calls back", "python benchmarks/compile_speed.py --readback-only --lark", None),
+    ("many_tools_recall", "Many tools: recall of today's retrieval",
+     "python benchmarks/many_tools.py --recall-only --out results/many_tools_recall", None),
     ("many_tools", "Many tools: retrieval", "python benchmarks/many_tools.py --limit 100", "many_tools.png"),
     ("hallucination", "Hallucinated calls on BFCL", "python benchmarks/hallucination.py", "hallucination.png"),
     ("speed", "Speed against unconstrained generation and peers", "python benchmarks/speed.py", "speed.png"),

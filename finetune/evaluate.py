@@ -62,6 +62,9 @@ PLAIN_PROMPTS = (
 
 
 # ------------------------------------------------------------------------------------------------- items
+RESULTS_TITLE = "# Fine-tuning evaluation"  # the first line of results.md (`finetune card` checks it)
+
+
 @dataclass
 class EvalItem:
     """One prompt to answer: `messages` (history ending before the turn), `tools`, and the gold answer as BFCL
@@ -439,7 +442,7 @@ def _invalid(m: dict) -> str:
 def markdown(results: dict) -> str:
     """`results.md`: one table per model, or a before -> after table when there are two models."""
     models = results["models"]
-    lines = ["# Fine-tuning evaluation", ""]
+    lines = [RESULTS_TITLE, ""]
     s = results["settings"]
     limit = f"the first {s['limit']} items per set" if s['limit'] else "every item of each set"
     lines.append(f"Settings: {limit}, max_new_tokens {s['max_new_tokens']}, "

@@ -3,10 +3,12 @@
 A recipe's ``data`` section (`MixConfig`) names a total and a share per component:
 
 * ``sealtools``: Seal-Tools requests (single and parallel calls), the called tools shuffled among
-  ``distractors`` extra tools drawn from the whole Seal-Tools library;
+  ``distractors`` extra tools; a ``hard_distractors`` share of them comes from the request's own field (tools
+  close in topic, as in BFCL's `multiple` or a retriever's top k), the rest from the whole Seal-Tools library;
 * ``apibank``: API-Bank multi-turn dialogues ending in one call (the dialogue's own tools);
 * ``glaive``: Glaive conversations (calls, answers after tool results, and requests no tool fits);
-* ``synth``: `finetune.synth` conversations over the packaged catalogue (single, parallel, nested, chat, no_tool);
+* ``synth``: `finetune.synth` conversations over the packaged catalogue (single, parallel, nested, chat, no_tool, in
+  the proportions ``synth_mix``; the sources hold almost no request that calls one tool several times);
 * ``no_call``: a Seal-Tools request offered only tools that cannot serve it (half from the request's own field,
   half from others) -> a short text answer saying so. The sources have almost no such examples, and without
   them a fine-tune calls a tool whenever one is listed;
@@ -59,6 +61,8 @@ class MixConfig:
         "sealtools": 0.30, "apibank": 0.10, "glaive": 0.10, "synth": 0.15, "no_call": 0.10,
         "chat_with_tools": 0.08, "chat": 0.17})
     distractors: tuple[int, int] = (0, 4)  # extra tools beside the called ones (inclusive range)
+    hard_distractors: float = 0.0  # share of those drawn from the request's own Seal-Tools field
+    synth_mix: dict[str, float] | None = None  # synth objectives' proportions (None: finetune.synth.DEFAULT_MIX)
     chat_max_new_tokens: int = 200  # budget of the base model's answers
     data_dir: str | None = None  # the shared data folder (default: constrained_fc.eval.data.data_dir)
 
@@ -85,6 +89,16 @@ class MixConfig:
             raise MixError(f"{source}: shares must be non-negative numbers, not all zero")
         if not isinstance(cfg.total, int) or cfg.total < 1:
             raise MixError(f"{source}: total must be a positive integer")
+        if not isinstance(cfg.hard_distractors, (int, float)) or not 0 <= cfg.hard_distractors <= 1:
+            raise MixError(f"{source}: hard_distractors must be a number between 0 and 1")
+        if cfg.synth_mix is not None:
+            from .synth import DEFAULT_MIX
+
+            m = cfg.synth_mix
+            if not isinstance(m, dict) or sorted(set(m) - set(DEFAULT_MIX)) or \
+                    any(not isinstance(v, (int, float)) or v < 0 for v in m.values()) or sum(m.values()) <= 0:
+                raise MixError(f"{source}: synth_mix must map objectives ({', '.join(DEFAULT_MIX)}) to "
+                               f"non-negative numbers, not all zero; got {m!r}")
         return cfg
 
     def counts(self) -> dict[str, int]:
@@ -191,6 +205,9 @@ class MixBuilder:
         self.heldout_tool_names = {n for ex in held for n in ex.called_tools} - trained
         self.report.heldout_tools = len(self.heldout_tool_names)
         self.pool = sorted(n for n in self.tools if n not in self.heldout_tool_names)
+        self.by_field: dict[str, list[str]] = {}
+        for name in self.pool:
+            self.by_field.setdefault(self.tools[name]["_field"], []).append(name)
         self.forbidden = bfcl_question_texts(root) | {normalise_text(p) for p in mt_bench_prompts(root)}
 
     def _rng(self, component: str) -> random.Random:
@@ -199,11 +216,23 @@ class MixBuilder:
     def _distract(self, ex: Example, rng: random.Random) -> Example:
         lo, hi = self.config.distractors
         offered = set(ex.tool_names)
-        extra = [public_tool(self.tools[n]) for n in rng.sample(self.pool, hi + len(offered))
-                 if n not in offered][:rng.randint(lo, hi)]
-        tools = list(ex.tools) + extra
+        # The random pool is sampled before the count is drawn, as it always was: a recipe without hard
+        # distractors keeps giving the same bytes (and the shipped card's data hash).
+        far = [t for t in rng.sample(self.pool, hi + len(offered)) if t not in offered]  # >= hi tools
+        n = rng.randint(lo, hi)
+        names: list[str] = []
+        if self.config.hard_distractors:
+            near = [t for f in ex.meta.get("fields") or [] for t in self.by_field.get(f, []) if t not in offered]
+            names = rng.sample(near, min(len(near), sum(rng.random() < self.config.hard_distractors
+                                                         for _ in range(n))))
+        n_near = len(names)
+        names += [t for t in far if t not in names][:n - n_near]
+        tools = list(ex.tools) + [public_tool(self.tools[t]) for t in names]
         rng.shuffle(tools)
-        return Example(messages=ex.messages, tools=tools, meta={**ex.meta, "distractors": len(extra)})
+        meta = {**ex.meta, "distractors": len(names)}
+        if self.config.hard_distractors:
+            meta["near_distractors"] = n_near
+        return Example(messages=ex.messages, tools=tools, meta=meta)
 
     def sealtools(self, n: int) -> list[Example]:
         rng = self._rng("sealtools")
@@ -226,7 +255,7 @@ class MixBuilder:
     def synth(self, n: int) -> list[Example]:
         from .synth import synthesize
 
-        exs = synthesize(None, n, seed=self.config.seed)
+        exs = synthesize(None, n, seed=self.config.seed, mix=self.config.synth_mix)
         for ex in exs:
             ex.meta["source"] = "synth"
         self.report.available["synth"] = n
@@ -237,9 +266,7 @@ class MixBuilder:
         rng = self._rng("no_call")
         requests = [ex for split in SEALTOOLS_TRAIN_SPLITS for ex in self.seal[split]]
         self.report.available["no_call"] = len(requests)
-        by_field: dict[str, list[str]] = {}
-        for name in self.pool:
-            by_field.setdefault(self.tools[name]["_field"], []).append(name)
+        by_field = self.by_field
         out = []
         for k, ex in enumerate(_take(requests, n, rng)):
             called = set(ex.called_tools)

@@ -136,9 +136,16 @@ def export_adapter(train_out: str | Path, ship: str | Path, record: dict) -> Pat
 
 def refresh_card(ship: str | Path, results_md: str | Path) -> Path:
     """Rewrite the card of an exported adapter with a measured results table (``finetune evaluate`` output)."""
+    from .evaluate import RESULTS_TITLE
+
     ship = Path(ship)
     record = json.loads((ship / BUILD_META).read_text(encoding="utf-8"))
-    (ship / "results.md").write_text(Path(results_md).read_text(encoding="utf-8"), encoding="utf-8")
+    text = Path(results_md).read_text(encoding="utf-8")
+    if not text.startswith(RESULTS_TITLE):
+        # The card embeds the file as it is: a results.json (or any other file) would be published as the table.
+        raise ValueError(f"{results_md}: not the results.md that `finetune evaluate` writes (it starts with "
+                         f"{RESULTS_TITLE!r}); pass OUT/results.md, not results.json")
+    (ship / "results.md").write_text(text, encoding="utf-8")
     (ship / CARD_NAME).write_text(model_card(record, ship), encoding="utf-8")
     return ship / CARD_NAME
 
@@ -157,6 +164,13 @@ def model_card(record: dict, ship: Path) -> str:
                 f"{p['trained_tokens']:,} in the loss); skipped: {p['skipped'] or 'none'} (longer than max_length "
                 f"even without distractor tools); distractor tools dropped to fit in {p['dropped_tools']}.\n\n"
                 if p else "")
+    extras = ""
+    if mix.get("hard_distractors"):
+        extras += (f"{mix['hard_distractors']:.0%} of the Seal-Tools distractor tools come from the request's own "
+                   f"field (close in topic); the rest are drawn from the whole library. ")
+    if mix.get("synth_mix"):
+        extras += "Synthetic objectives: " + ", ".join(f"{k} {v:g}" for k, v in mix["synth_mix"].items()) + ". "
+    extras += "\n\n" if extras else ""
     return f"""# smollm2-fc: the shipped function-calling adapter
 
 LoRA adapter (plus the five function-calling token rows) for **SmolLM2-135M-Instruct**, trained by
@@ -181,7 +195,7 @@ model with this adapter merged (once, into the model cache); `load_model("base")
 |---|---|---|---|
 {rows}
 
-{prepared}Sources: Seal-Tools (`dev`, `test_in_domain`), API-Bank levels 1-2, Glaive (300-conversation sample), the
+{prepared}{extras}Sources: Seal-Tools (`dev`, `test_in_domain`), API-Bank levels 1-2, Glaive (300-conversation sample), the
 synthetic generator (`finetune/synth.py`), self-instruct prompts answered by the base model itself. Never
 trained on: BFCL (every example whose user text matches a BFCL question is dropped: {data['dropped_bfcl']}
 were), MT-Bench, Seal-Tools `test_out_domain` and the {data['heldout_tools']} tools only it calls (never even

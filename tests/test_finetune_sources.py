@@ -136,3 +136,28 @@ def test_bad_recipe_data_is_named():
         MixConfig.from_mapping({"shares": {"sealtool": 1.0}})
     with pytest.raises(MixError, match="distractors"):
         MixConfig.from_mapping({"distractors": [3, 1]})
+    with pytest.raises(MixError, match="hard_distractors"):
+        MixConfig.from_mapping({"hard_distractors": 1.5})
+    with pytest.raises(MixError, match="synth_mix"):
+        MixConfig.from_mapping({"synth_mix": {"parallell": 1.0}})
+
+
+def test_hard_distractors_come_from_the_requests_field():
+    builder = MixBuilder(MixConfig(total=60, seed=0, distractors=(3, 3), hard_distractors=1.0,
+                                   shares={"sealtools": 1.0}))
+    hard = builder.sealtools(60)
+    fields = lambda ex: {builder.tools[n]["_field"] for n in ex.tool_names if n not in ex.called_tools}
+    # Every distractor of a request shares its field (unless the field has too few tools), none with hard=0.
+    near = [ex for ex in hard if ex.meta["near_distractors"] == 3]
+    assert len(near) >= len(hard) // 2 and all(fields(ex) <= set(ex.meta["fields"]) for ex in near)
+    assert all(len(ex.tools) - len(ex.called_tools) == 3 for ex in hard)
+    easy = MixBuilder(MixConfig(total=60, seed=0, distractors=(3, 3), shares={"sealtools": 1.0})).sealtools(60)
+    assert "near_distractors" not in easy[0].meta
+    assert sum(fields(ex) <= set(ex.meta["fields"]) for ex in easy) < len(near) / 2
+
+
+def test_synth_mix_sets_the_synthetic_objectives():
+    builder = MixBuilder(MixConfig(total=40, seed=0, synth_mix={"parallel": 1.0}, shares={"synth": 1.0}))
+    exs = builder.synth(40)
+    assert {ex.meta["objective"] for ex in exs} == {"parallel"}
+    assert all(len(ex.calls) >= 2 for ex in exs)

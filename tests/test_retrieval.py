@@ -9,7 +9,7 @@ import pytest
 
 from constrained_fc import ConstrainedFCError, ToolSchemaError
 from constrained_fc.eval.data import load_bfcl
-from constrained_fc.retrieval import (Embedder, EmbeddingStore, ToolIndex, ToolIndexError, called_tools,
+from constrained_fc.retrieval import (Embedder, EmbeddingStore, ToolIndex, ToolIndexError, asks, called_tools,
                                       default_embedder, request_text, select_tools, tool_text)
 
 
@@ -70,6 +70,43 @@ def test_hybrid_is_at_least_as_good_as_either_half(library, index):
         return got
 
     assert recall(index) >= recall(lexical)
+
+
+def test_asks_splits_a_request_into_its_separate_asks():
+    assert asks("What is the weather in Paris, and play some jazz on the speaker.") == [
+        "What is the weather in Paris", "play some jazz on the speaker."]
+    assert asks("Book a table for two. Then send an email to Ann about it.") == [
+        "Book a table for two.", "Then send an email to Ann about it."]
+    assert asks("Find the area of a triangle with base 10 and height 5") == []  # one ask
+    assert asks("") == []
+
+
+def test_a_request_with_several_asks_finds_the_tool_of_each():
+    # Seal-Tools requests that call two or more tools, hidden among the tools of the first 300 requests:
+    # embedding each ask as well as the whole request must find more of the called tools in the top 5.
+    import re
+
+    from finetune.sources import load_sealtools, public_tool, sealtools_tools
+
+    known = sealtools_tools()
+    requests, _ = load_sealtools("dev", tools=known)
+    # A few Seal-Tools names hold spaces, which no tool name may (normalize_tools refuses them).
+    requests = [ex for ex in requests[:300] if all(re.fullmatch(r"[\w.-]+", n) for n in ex.called_tools)]
+    names = sorted({n for ex in requests for n in ex.called_tools})
+    ix = ToolIndex([public_tool(known[n]) for n in names], progress=False)
+    multi = [ex for ex in requests if len(set(ex.called_tools)) > 1][:40]
+    assert len(multi) >= 30
+
+    def recall(split):
+        got = []
+        for ex in multi:
+            top = np.argsort(-ix.scores(request_text(ex.messages), split=split)[0], kind="stable")[:5]
+            want = set(ex.called_tools)
+            got.append(len(want & {ix.names[i] for i in top}) / len(want))
+        return float(np.mean(got))
+
+    whole, split = recall(False), recall(True)
+    assert split > whole and split >= 0.8, (whole, split)
 
 
 def test_clear_requests_rank_the_right_tool_first():

@@ -23,6 +23,22 @@ def test_adapter_ships_in_the_package_with_its_card():
     for needed in ("python -m finetune build", build["data"]["sha256"], "SmolLM2-135M-Instruct", "Machine"):
         assert needed in card
     assert "/work/" not in card and "/root/" not in card and "/home/" not in card
+    # The measured table is the evaluation's markdown, not a JSON dump.
+    measured = card.split("## Measured", 1)[1]
+    assert "| set | mode |" in measured and '"settings"' not in measured
+
+
+def test_card_refuses_anything_but_the_evaluations_markdown(tmp_path):
+    import shutil
+
+    from finetune.recipe import refresh_card
+    ship = tmp_path / "ship"
+    shutil.copytree(SHIPPED_ADAPTER, ship)
+    wrong = tmp_path / "results.json"
+    wrong.write_text(json.dumps({"settings": {}}))
+    with pytest.raises(ValueError, match="results.md"):
+        refresh_card(ship, wrong)
+    assert (ship / "README.md").read_text() == (SHIPPED_ADAPTER / "README.md").read_text()
 
 
 def test_default_is_the_fine_tune_and_base_is_untuned(smollm):
