@@ -86,12 +86,13 @@ def recall(libs: Libraries, cases) -> dict:
     search_ms = []
     for case in tqdm(cases, desc="recall"):
         index = libs.for_case(case)
+        query = request_text(case.messages)
         t0 = time.perf_counter()
-        picked, (hybrid, dense, lexical) = index.order(request_text(case.messages), max(KS))
+        picked, (hybrid, dense, lexical) = index.order(query, max(KS))
         search_ms.append(1e3 * (time.perf_counter() - t0))
         want = {index.names.index(n) for n in ground_truth_names(case)}
         # The same hybrid with the request embedded whole, not also ask by ask (what splitting buys).
-        whole = index.scores(request_text(case.messages), split=False)[0]
+        whole = index.scores(query, split=False)[0]
         modes = [("dense", dense), ("lexical", lexical), ("hybrid", hybrid), ("hybrid, whole request", whole)]
         if libs.diversity > 0:  # at 0 it is the hybrid order
             modes.append(("hybrid+mmr", None))

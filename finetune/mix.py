@@ -92,13 +92,12 @@ class MixConfig:
         if not isinstance(cfg.hard_distractors, (int, float)) or not 0 <= cfg.hard_distractors <= 1:
             raise MixError(f"{source}: hard_distractors must be a number between 0 and 1")
         if cfg.synth_mix is not None:
-            from .synth import DEFAULT_MIX
+            from .synth import check_mix
 
-            m = cfg.synth_mix
-            if not isinstance(m, dict) or sorted(set(m) - set(DEFAULT_MIX)) or \
-                    any(not isinstance(v, (int, float)) or v < 0 for v in m.values()) or sum(m.values()) <= 0:
-                raise MixError(f"{source}: synth_mix must map objectives ({', '.join(DEFAULT_MIX)}) to "
-                               f"non-negative numbers, not all zero; got {m!r}")
+            try:  # here, so a bad recipe fails before minutes of data preparation, not after
+                check_mix(cfg.synth_mix)
+            except ValueError as e:
+                raise MixError(f"{source}: synth_mix: {e}") from None
         return cfg
 
     def counts(self) -> dict[str, int]:
@@ -266,12 +265,11 @@ class MixBuilder:
         rng = self._rng("no_call")
         requests = [ex for split in SEALTOOLS_TRAIN_SPLITS for ex in self.seal[split]]
         self.report.available["no_call"] = len(requests)
-        by_field = self.by_field
         out = []
         for k, ex in enumerate(_take(requests, n, rng)):
             called = set(ex.called_tools)
             fields = ex.meta.get("fields") or []
-            same = [t for f in fields for t in by_field.get(f, []) if t not in called]
+            same = [t for f in fields for t in self.by_field.get(f, []) if t not in called]
             # Tools of the request's own field are the hard negatives (close in topic, still unable to serve it).
             # A same-field tool might serve the request under another name, so they make up only half.
             source = same if (k % 2 == 0 and len(same) >= 1) else [t for t in self.pool if t not in called]

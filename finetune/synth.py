@@ -921,6 +921,19 @@ class _Gen:
         return Example(messages=msgs, tools=self.tools_for(needed), meta=meta)
 
 
+def check_mix(mix) -> None:
+    """Raise ValueError unless `mix` maps objectives (`OBJECTIVES`) to non-negative numbers, not all zero."""
+    if not isinstance(mix, dict):
+        raise ValueError(f"mix must map objectives ({', '.join(OBJECTIVES)}) to weights, got {mix!r}")
+    unknown = sorted(set(mix) - set(OBJECTIVES))
+    if unknown:
+        raise ValueError(f"unknown objective(s) in mix: {unknown}; expected {', '.join(OBJECTIVES)}")
+    if any(not isinstance(v, (int, float)) or v < 0 for v in mix.values()):
+        raise ValueError(f"mix weights must be non-negative numbers, got {mix}")
+    if sum(mix.values()) <= 0:
+        raise ValueError("mix gives every objective zero weight")
+
+
 def _weights(cat: Catalogue, mix: dict | None) -> dict[str, float]:
     if mix is None:
         weights = {k: v for k, v in DEFAULT_MIX.items() if cat.supports(k)}
@@ -928,11 +941,7 @@ def _weights(cat: Catalogue, mix: dict | None) -> dict[str, float]:
         if dropped:
             log.warning("catalogue %s cannot generate %s; leaving them out", cat.source, ", ".join(dropped))
     else:
-        unknown = sorted(set(mix) - set(OBJECTIVES))
-        if unknown:
-            raise ValueError(f"unknown objective(s) in mix: {unknown}; expected {', '.join(OBJECTIVES)}")
-        if any(not isinstance(v, (int, float)) or v < 0 for v in mix.values()):
-            raise ValueError(f"mix weights must be non-negative numbers, got {mix}")
+        check_mix(mix)
         weights = {k: float(mix[k]) for k in OBJECTIVES if mix.get(k)}
         unsupported = [k for k in weights if not cat.supports(k)]
         if unsupported:

@@ -84,14 +84,13 @@ def test_asks_splits_a_request_into_its_separate_asks():
 def test_a_request_with_several_asks_finds_the_tool_of_each():
     # Seal-Tools requests that call two or more tools, hidden among the tools of the first 300 requests:
     # embedding each ask as well as the whole request must find more of the called tools in the top 5.
-    import re
-
+    from constrained_fc.compiler.tools import NAME_RE
     from finetune.sources import load_sealtools, public_tool, sealtools_tools
 
     known = sealtools_tools()
     requests, _ = load_sealtools("dev", tools=known)
     # A few Seal-Tools names hold spaces, which no tool name may (normalize_tools refuses them).
-    requests = [ex for ex in requests[:300] if all(re.fullmatch(r"[\w.-]+", n) for n in ex.called_tools)]
+    requests = [ex for ex in requests[:300] if all(NAME_RE.fullmatch(n) for n in ex.called_tools)]
     names = sorted({n for ex in requests for n in ex.called_tools})
     ix = ToolIndex([public_tool(known[n]) for n in names], progress=False)
     multi = [ex for ex in requests if len(set(ex.called_tools)) > 1][:40]
