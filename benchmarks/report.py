@@ -25,6 +25,8 @@ SECTIONS = [
     ("batch", "Batched decoding", "python benchmarks/speed.py --batch-only --batch-cases 24 --out results/batch", None),
     ("prompt_cache", "Prompt cache", "python benchmarks/speed.py --prompt-cache-only --out results/prompt_cache",
      None),
+    ("followup", "A conversation's second question: tools-block layout and prompt reuse",
+     "python benchmarks/followup.py", "followup.png"),
     ("serve", "Server throughput", "python benchmarks/serve.py --limit 12", None),
     ("serve_soak", "Server memory soak", "python benchmarks/serve.py --soak-only --soak 200 --limit 12 --out results/serve_soak",
      None),

@@ -644,7 +644,7 @@ def main(argv=None) -> int:
     from constrained_fc.model import load_model
     model, tok = load_model(args.model)
     batch_rows = []
-    if args.batch_cases:
+    if args.batch_cases and not (args.prompt_cache_only or args.mask_only):
         batch_cases = load_bfcl("simple", data_dir=args.data, limit=args.batch_cases)
         batch_rows = measure_batch(model, tok, batch_cases, args.batch_sizes, args.max_new_tokens)
     if args.batch_only:

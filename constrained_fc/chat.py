@@ -34,12 +34,17 @@ DEFAULT_SYSTEM_PROMPT = "You are a helpful AI assistant named SmolLM, trained by
 # transformers renders in an immutable sandbox (no list.append); `tojson` there is json.dumps with its
 # default ", " / ": " separators, unsorted keys and ensure_ascii=False, which `render_prompt` relies on.
 # The plain-turn branch and the default system prompt are SmolLM2-Instruct's template, unchanged.
-CHAT_TEMPLATE = r"""{%- set ns = namespace(last_user=-1) -%}
+#
+# The tools block sits in the FIRST user message, so a conversation's next turn only appends to the prompt of
+# the last one and the prompt cache serves all of it (`benchmarks/followup.py` measures this layout against
+# Mistral's, the block in the last user message; single-turn prompts are the same in both).
+_TEMPLATE = r"""{#- constrained_fc chat template: ChatML, the tools block in the @WHICH@ user message -#}
+{%- set ns = namespace(tools_at=-1) -%}
 {%- for message in messages -%}
-    {%- if message['role'] == 'user' -%}{%- set ns.last_user = loop.index0 -%}{%- endif -%}
+    {%- if message['role'] == 'user' @ONLY_FIRST@-%}{%- set ns.tools_at = loop.index0 -%}{%- endif -%}
 {%- endfor -%}
-{%- if tools and ns.last_user < 0 -%}
-    {{- raise_exception('tools are listed inside the last user message, but the conversation has no user message') -}}
+{%- if tools and ns.tools_at < 0 -%}
+    {{- raise_exception('tools are listed inside the @WHICH@ user message, but the conversation has no user message') -}}
 {%- endif -%}
 {%- for message in messages -%}
     {%- if loop.first and messages[0]['role'] != 'system' -%}
@@ -67,7 +72,7 @@ CHAT_TEMPLATE = r"""{%- set ns = namespace(last_user=-1) -%}
         {{- '<|im_start|>tool\n[TOOL_RESULTS]{"call_id": ' -}}
         {{- (message['tool_call_id'] if message['tool_call_id'] is defined else none)|tojson -}}
         {{- ', "content": ' + message['content']|tojson + '}[/TOOL_RESULTS]<|im_end|>\n' -}}
-    {%- elif message['role'] == 'user' and tools and loop.index0 == ns.last_user -%}
+    {%- elif message['role'] == 'user' and tools and loop.index0 == ns.tools_at -%}
         {{- '<|im_start|>user\n[AVAILABLE_TOOLS][' -}}
         {%- for tool in tools -%}
             {%- if not loop.first -%}{{- ', ' -}}{%- endif -%}
@@ -85,6 +90,26 @@ CHAT_TEMPLATE = r"""{%- set ns = namespace(last_user=-1) -%}
 {%- if add_generation_prompt -%}
     {{- '<|im_start|>assistant\n' -}}
 {%- endif -%}"""
+TOOLS_IN = ("first", "last")
+
+
+def chat_template(tools_in: str = "first") -> str:
+    """Our chat template with the tools block in the first user message (the default, `CHAT_TEMPLATE`) or in
+    the last ("last": Mistral's layout, which the shipped adapter's multi-turn training data used)."""
+    if tools_in not in TOOLS_IN:
+        raise ConstrainedFCError(f"tools_in must be one of {TOOLS_IN}, got {tools_in!r}")
+    return _TEMPLATE.replace("@WHICH@", tools_in).replace(
+        "@ONLY_FIRST@", "and ns.tools_at < 0 " if tools_in == "first" else "")
+
+
+CHAT_TOOLS_IN = "first"  # where `CHAT_TEMPLATE` lists the tools (a build record keeps it: `finetune.recipe`)
+CHAT_TEMPLATE = chat_template(CHAT_TOOLS_IN)
+
+
+def tools_message_index(messages) -> int:
+    """The position of the message `CHAT_TEMPLATE` lists the tools in (the first user message); -1 when there
+    is no user message."""
+    return next((i for i, m in enumerate(messages) if m.get("role") == "user"), -1)
 
 _ROLES = ("system", "user", "assistant", "tool")
 # Roles other formats use for the same turns.
@@ -269,6 +294,17 @@ def uses_native_tool_format(tokenizer) -> str | None:
     return fmt.name if fmt is not None and fmt.name != DEFAULT_FORMAT else None
 
 
+def _is_ours(template: str | None) -> bool:
+    # This template or an earlier version of it: a model folder saved by us (the model cache, a fine-tuning
+    # run) keeps the tokenizer's template of its day, which is then replaced by today's.
+    return bool(template) and r"<|im_start|>user\n[AVAILABLE_TOOLS][" in template
+
+
+def uses_our_template(tokenizer) -> bool:
+    """Does the tokenizer render with our chat template (rather than a model family's own)?"""
+    return _is_ours(_template_of(tokenizer))
+
+
 def _handles_tools_natively(template: str | None) -> bool:
     # A Mistral template already speaks our format; a Hermes one speaks its own, which the decoder follows.
     return detect_format(template) is not None
@@ -297,7 +333,8 @@ def add_function_calling_tokens(tokenizer, model=None) -> int:
         if token_id is None or token_id == tokenizer.unk_token_id or \
                 token_id not in tokenizer.encode(token, add_special_tokens=False):
             raise ConstrainedFCError(f"this tokenizer cannot keep {token!r} as one token even after adding it")
-    if not _handles_tools_natively(_template_of(tokenizer)):
+    template = _template_of(tokenizer)
+    if _is_ours(template) or not _handles_tools_natively(template):
         tokenizer.chat_template = CHAT_TEMPLATE
     if model is not None:
         rows = model.get_input_embeddings().weight.shape[0]

@@ -237,9 +237,10 @@ def load_default_tokenizer():
     target = cache_dir() / DEFAULT_MODEL_NAME
     with _quiet_transformers():
         if _is_current(target):
-            return AutoTokenizer.from_pretrained(str(target), local_files_only=True)
-        tok = _gguf_tokenizer(gguf_path())
-    add_function_calling_tokens(tok)
+            tok = AutoTokenizer.from_pretrained(str(target), local_files_only=True)
+        else:
+            tok = _gguf_tokenizer(gguf_path())
+    add_function_calling_tokens(tok)  # on a cached one too: it installs today's chat template
     return tok
 
 

@@ -19,6 +19,8 @@ import sys
 import time
 from pathlib import Path
 
+from constrained_fc.chat import CHAT_TOOLS_IN
+
 from .config import ConfigError, TrainConfig, config_from_mapping
 from .mix import MixConfig, MixError, build_mix
 
@@ -85,7 +87,7 @@ def build(recipe: str | Path, out: str | Path, ship: str | Path | None, *, data_
                       "distractors": list(mix_cfg.distractors)},
               "train": {k: v for k, v in config.to_dict().items() if k not in ("data", "out", "resume")},
               "metrics": result.metrics, "data_seconds": round(t_data, 1),
-              "machine": machine_description()}
+              "machine": machine_description(), "tools_in": CHAT_TOOLS_IN}
     # A resumed build reports the wall time of every run that contributed.
     log = json.loads((out / "train_log.json").read_text(encoding="utf-8"))
     record["train_log"] = {"steps": len(log.get("steps", [])), "trainable_parameters": log.get("trainable_parameters")}
@@ -171,6 +173,11 @@ def model_card(record: dict, ship: Path) -> str:
     if mix.get("synth_mix"):
         extras += "Synthetic objectives: " + ", ".join(f"{k} {v:g}" for k, v in mix["synth_mix"].items()) + ". "
     extras += "\n\n" if extras else ""
+    # Records from before the field existed were built with the tools block in the last user message.
+    tools_in = record.get("tools_in", "last")
+    layout_note = "" if tools_in == CHAT_TOOLS_IN else (
+        f" (today's template lists them in the {CHAT_TOOLS_IN}; single-turn prompts are the same in both, "
+        "two-turn conversations are measured by `benchmarks/followup.py`)")
     return f"""# smollm2-fc: the shipped function-calling adapter
 
 LoRA adapter (plus the five function-calling token rows) for **SmolLM2-135M-Instruct**, trained by
@@ -189,6 +196,7 @@ model with this adapter merged (once, into the model cache); `load_model("base")
   ({m.get('seconds_per_step')} s/step), data preparation {record['data_seconds'] / 60:.1f} min
 - Machine: {record['machine']['cpu']}, {record['machine']['cores']} cores, GPU: {record['machine']['gpu'] or 'none'};
   Python {record['machine']['python']}, torch {record['machine']['torch']}
+- Chat template: constrained_fc's ChatML, the tools block in the {tools_in} user message{layout_note}
 
 ## Data
 | component | conversations | share | available |

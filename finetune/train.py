@@ -10,8 +10,8 @@ What the loss sees: assistant turns only. Each conversation is rendered with the
 ``<|im_start|>assistant\\n`` ... ``<|im_end|>``: the pieces are tokenized one by one, so a turn's tokens are
 exactly the ones the model would generate after the generation prompt, and its mask is exact by construction.
 The end-of-turn token is inside the mask, so the model learns to stop. The template lists the tools inside
-the *last* user message; a tool-calling turn that comes before it (earlier exchanges of a multi-turn chat) is
-left out of the loss, since the model would learn to call tools it has not been shown yet.
+the *first* user message; a tool-calling turn that comes before it (a conversation that opens with the
+assistant) is left out of the loss, since the model would learn to call tools it has not been shown yet.
 
 Long conversations: when a rendering exceeds `max_length`, distractor tools (offered, never called) are dropped,
 largest first, keeping at least one; if it is still too long the conversation is cut after the last assistant
@@ -70,10 +70,11 @@ def fc_token_ids(tokenizer) -> list[int]:
 
 def trained_turns(messages: list[dict], tools: list) -> list[bool]:
     """For each assistant message, in order: does it go into the loss? All do, except tool-calling turns placed
-    before the last user message when tools are offered (the template lists tools in the last user message)."""
-    users = [i for i, m in enumerate(messages) if m.get("role") == "user"]
-    last_user = users[-1] if users else -1
-    return [not (tools and m.get("tool_calls") and i < last_user)
+    before the tools are listed (`chat.tools_message_index`: the template lists them in a user message)."""
+    from constrained_fc.chat import tools_message_index
+
+    listed = tools_message_index(messages) if tools else -1
+    return [not (tools and m.get("tool_calls") and i < listed)
             for i, m in enumerate(messages) if m.get("role") == "assistant"]
 
 

@@ -9,7 +9,8 @@ from transformers import LlamaConfig, LlamaForCausalLM
 
 from constrained_fc.chat import (AVAILABLE_TOOLS, CHAT_TEMPLATE, END_AVAILABLE_TOOLS, END_TOOL_RESULTS, FC_TOKENS,
                                  TOOL_CALLS, TOOL_RESULTS, ChatFormatError, add_function_calling_tokens,
-                                 normalize_messages, render_prompt, uses_native_tool_format)
+                                 normalize_messages, render_prompt, tools_message_index, uses_native_tool_format)
+from constrained_fc.errors import ConstrainedFCError
 
 SYSTEM = "<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n"
 
@@ -70,19 +71,53 @@ def test_default_system_prompt_kept_as_smollm2_does(tok):
 
 
 # ----------------------------------------------------------------------------------------------------- tools block
-def test_tools_block_opens_the_last_user_message_only(tok):
+def test_tools_block_opens_the_first_user_message_only(tok):
     msgs = [{"role": "user", "content": "first"}, {"role": "assistant", "content": "ok"},
             {"role": "user", "content": "weather in Paris?"}]
     text = render_prompt(tok, msgs, [WEATHER, TIME])
     block = AVAILABLE_TOOLS + json.dumps(openai_tools(WEATHER, TIME), ensure_ascii=False) + END_AVAILABLE_TOOLS
-    assert text == (SYSTEM + "<|im_start|>user\nfirst<|im_end|>\n<|im_start|>assistant\nok<|im_end|>\n"
-                    f"<|im_start|>user\n{block}weather in Paris?<|im_end|>\n<|im_start|>assistant\n")
+    assert text == (SYSTEM + f"<|im_start|>user\n{block}first<|im_end|>\n<|im_start|>assistant\nok<|im_end|>\n"
+                    "<|im_start|>user\nweather in Paris?<|im_end|>\n<|im_start|>assistant\n")
     assert text.count(AVAILABLE_TOOLS) == 1
+    # So the next turn's prompt starts with this turn's whole prompt (what the prompt cache reuses).
+    assert text.startswith(render_prompt(tok, msgs[:1], [WEATHER, TIME]))
+    assert tools_message_index(msgs) == 0 and tools_message_index([{"role": "system", "content": "s"}] + msgs) == 1
     # Canonical JSON: json.dumps' default separators, keys in the given order.
     assert '{"type": "function", "function": {"name": "get_weather", "description": ' in text
 
 
-def test_tools_block_after_tool_results_stays_on_last_user_message(tok):
+def test_the_mistral_layout_puts_the_tools_block_in_the_last_user_message(tok):
+    from constrained_fc.chat import chat_template
+    msgs = [{"role": "user", "content": "first"}, {"role": "assistant", "content": "ok"},
+            {"role": "user", "content": "weather in Paris?"}]
+    block = AVAILABLE_TOOLS + json.dumps(openai_tools(WEATHER), ensure_ascii=False) + END_AVAILABLE_TOOLS
+    text = tok.apply_chat_template(msgs, tools=openai_tools(WEATHER), tokenize=False, add_generation_prompt=True,
+                                   chat_template=chat_template("last"))
+    assert text == (SYSTEM + "<|im_start|>user\nfirst<|im_end|>\n<|im_start|>assistant\nok<|im_end|>\n"
+                    f"<|im_start|>user\n{block}weather in Paris?<|im_end|>\n<|im_start|>assistant\n")
+    # A single-turn prompt is the same in both layouts.
+    one = msgs[:1]
+    assert tok.apply_chat_template(one, tools=openai_tools(WEATHER), tokenize=False, add_generation_prompt=True,
+                                   chat_template=chat_template("last")) == render_prompt(tok, one, [WEATHER])
+    with pytest.raises(ConstrainedFCError, match="tools_in"):
+        chat_template("middle")
+
+
+def test_a_tokenizer_saved_with_an_earlier_version_of_our_template_gets_todays(tok):
+    """A model folder we saved (the model cache, a fine-tuning run) keeps the template of its day; loading it
+    installs today's. A template of another family that speaks our call format is left alone."""
+    from constrained_fc.chat import chat_template
+    old = copy.deepcopy(tok)
+    old.chat_template = chat_template("last").replace("constrained_fc chat template", "an older one")
+    add_function_calling_tokens(old)
+    assert old.chat_template == CHAT_TEMPLATE
+    other = copy.deepcopy(tok)
+    other.chat_template = "{{ bos_token }}{% for m in messages %}[INST]{{ m['content'] }}[/INST][TOOL_CALLS]{% endfor %}"
+    add_function_calling_tokens(other)
+    assert other.chat_template.startswith("{{ bos_token }}")
+
+
+def test_tools_block_after_tool_results_stays_on_the_first_user_message(tok):
     msgs = [{"role": "user", "content": "weather?"},
             {"role": "assistant", "tool_calls": [{"id": "c1", "function": {"name": "get_weather",
                                                                               "arguments": {"city": "Oslo"}}}]},
@@ -174,8 +209,9 @@ def test_legacy_mistral_shapes(tok):
     assert render_prompt(tok, msgs, [WEATHER]).count(TOOL_RESULTS) == 2
     assert f'[TOOL_RESULTS]{{"call_id": "{first["id"]}", "content": "rain"}}[/TOOL_RESULTS]' in text
     assert '[TOOL_CALLS][{"name": "get_weather", "arguments": {"city": "Rome"}}]' in text
-    # Tools go before the *last* user message, as Mistral does.
-    assert text.index(AVAILABLE_TOOLS) > text.index("weather in Paris?")
+    # Tools open the *first* user message (see CHAT_TEMPLATE), listed once.
+    assert text.index(AVAILABLE_TOOLS) < text.index("weather in Paris?") < text.index("and Rome?")
+    assert text.count(AVAILABLE_TOOLS) == 1
 
 
 # ---------------------------------------------------------------------------------------------------- normalisation

@@ -34,7 +34,7 @@ def call(cid, name, args):
 
 
 def chat_example() -> Example:
-    """Two exchanges: the first calls a tool before the tools are listed (they sit in the last user message)."""
+    """Two exchanges, each with a call; the tools are listed in the first user message."""
     return Example(messages=[
         {"role": "user", "content": "Weather in Oslo?"},
         {"role": "assistant", "content": None, "tool_calls": [call("c1", "get_weather", {"city": "Oslo"})]},
@@ -78,30 +78,38 @@ def test_assistant_mask_covers_exactly_the_assistant_turns(tok):
 
     ex = chat_example()
     trained = trained_turns(ex.messages, ex.tools)
-    assert trained == [False, True, True, True]  # the call made before the tools are listed is left out
+    assert trained == [True, True, True, True]  # the tools are listed in the first user message, before any call
     ids, mask, ends = encode_conversation(tok, ex.messages, ex.tools)
-    assert len(ids) == len(mask) and len(ends) == 3
+    assert len(ids) == len(mask) and len(ends) == 4
     masked = tok.decode([i for i, m in zip(ids, mask) if m], skip_special_tokens=False)
-    assert masked == ("It is 20 degrees in Oslo.<|im_end|>"
+    assert masked == ('[TOOL_CALLS][{"name": "get_weather", "arguments": {"city": "Oslo"}}]<|im_end|>'
+                      "It is 20 degrees in Oslo.<|im_end|>"
                       'Checking.[TOOL_CALLS][{"name": "get_weather", "arguments": {"city": "Lima", '
                       '"unit": "fahrenheit"}}]<|im_end|>'
                       "70 °F in Lima.<|im_end|>")
     # One contiguous run per trained turn, each ending at the recorded end.
     runs = [k for k in range(len(mask)) if mask[k] and (k == 0 or not mask[k - 1])]
-    assert len(runs) == 3 and all(mask[e - 1] == 1 and (e == len(mask) or mask[e] == 0) for e in ends)
+    assert len(runs) == 4 and all(mask[e - 1] == 1 and (e == len(mask) or mask[e] == 0) for e in ends)
     unmasked = tok.decode([i for i, m in zip(ids, mask) if not m], skip_special_tokens=False)
-    assert "Weather in Oslo?" in unmasked and "[AVAILABLE_TOOLS]" in unmasked and '"city": "Oslo"' in unmasked
-    # The turns answering the last user message (the prompt of a live request) start exactly where generation
-    # starts on the inference prompt: the piecewise tokenization matches the decoder's.
+    assert "Weather in Oslo?" in unmasked and "[AVAILABLE_TOOLS]" in unmasked and "And in Lima" in unmasked
+    # Every trained turn starts exactly where generation starts on its own inference prompt: the piecewise
+    # tokenization matches the decoder's, and each earlier prompt is a prefix of the conversation.
     assistant_at = [i for i, m in enumerate(ex.messages) if m["role"] == "assistant"]
-    trained_at = [t for t, keep in zip(assistant_at, trained) if keep]
-    checked = 0
-    for turn, start in zip(trained_at, runs):
-        if turn > 4:  # after the last user message
-            prompt = render_prompt(tok, ex.messages[:turn], ex.tools)
-            assert ids[:start] == tok(prompt, add_special_tokens=False).input_ids
-            checked += 1
-    assert checked == 2
+    for turn, start in zip(assistant_at, runs):
+        prompt = render_prompt(tok, ex.messages[:turn], ex.tools)
+        assert ids[:start] == tok(prompt, add_special_tokens=False).input_ids
+
+
+def test_a_call_before_the_tools_are_listed_is_not_trained():
+    from finetune.train import trained_turns
+
+    msgs = [{"role": "system", "content": "s"},
+            {"role": "assistant", "content": None, "tool_calls": [call("c0", "get_weather", {"city": "Oslo"})]},
+            {"role": "tool", "tool_call_id": "c0", "content": "{}"},
+            {"role": "user", "content": "Weather in Lima?"},
+            {"role": "assistant", "content": None, "tool_calls": [call("c1", "get_weather", {"city": "Lima"})]}]
+    assert trained_turns(msgs, [WEATHER]) == [False, True]
+    assert trained_turns(msgs, []) == [True, True]  # no tools offered: nothing is listed late
 
 
 def test_mask_on_a_single_call_and_on_plain_chat(tok):

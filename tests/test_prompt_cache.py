@@ -50,6 +50,20 @@ def test_the_next_agent_step_prefills_only_what_was_appended(tiny_model):
     assert r2.stats.prompt_tokens_reused == r1.stats.prompt_tokens
 
 
+def test_a_conversations_next_user_turn_prefills_only_the_new_turn(tiny_model):
+    m, t = tiny_model
+    pc = PromptCache()
+    msgs = _ask("Weather in Paris?")
+    r1 = cf.generate(m, t, msgs, TOOLS, max_new_tokens=4, prompt_cache=pc)
+    msgs = msgs + [{"role": "assistant", "content": "It is sunny in Paris."},
+                   {"role": "user", "content": "And in Rome, in fahrenheit?"}]
+    r2 = cf.generate(m, t, msgs, TOOLS, max_new_tokens=4, prompt_cache=pc)
+    # The tools block sits in the first user message, so the first turn's whole prompt is the start of this one.
+    assert r2.stats.prompt_tokens_reused == r1.stats.prompt_tokens
+    r3 = cf.generate(m, t, msgs, TOOLS, max_new_tokens=4, prompt_cache=False)
+    assert r3.text == r2.text
+
+
 def test_bounded_and_never_shared_across_models(tiny_model):
     m, t = tiny_model
     pc = PromptCache(max_entries=2)

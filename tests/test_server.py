@@ -96,6 +96,22 @@ def test_conversation_continues_after_a_call(client):
     assert r2.choices[0].finish_reason in ("stop", "length", "tool_calls")
 
 
+def test_the_next_user_turn_reuses_the_whole_previous_prompt(client):
+    """The prompt cache is shared across requests, and the tools block sits in the first user message: a
+    conversation's next turn only prefills what was appended since the previous request's prompt."""
+    tools = [WEATHER, TIME]
+    r1 = client.chat.completions.create(model="x", messages=ASK, tools=tools, max_tokens=40)
+    msgs = ASK + [r1.choices[0].message.model_dump(exclude_none=True)]
+    for call in r1.choices[0].message.tool_calls or []:
+        msgs.append({"role": "tool", "tool_call_id": call.id, "content": json.dumps({"forecast": "sunny, 21 C"})})
+    r2 = client.chat.completions.create(model="x", messages=msgs, tools=tools, max_tokens=40)
+    msgs = msgs + [r2.choices[0].message.model_dump(exclude_none=True),
+                   {"role": "user", "content": "And what time is it in Tokyo?"}]
+    r3 = client.chat.completions.create(model="x", messages=msgs, tools=tools, max_tokens=40)
+    assert r3.model_extra["constrained_fc"]["prefix_tokens_reused"] >= r2.usage.prompt_tokens
+    assert r2.model_extra["constrained_fc"]["prefix_tokens_reused"] >= r1.usage.prompt_tokens
+
+
 def test_stream_matches_openai_shape(client):
     chunks = list(client.chat.completions.create(model="x", messages=ASK, tools=[WEATHER], stream=True,
                                                  stream_options={"include_usage": True}))

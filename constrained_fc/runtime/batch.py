@@ -15,7 +15,7 @@ import time
 import torch
 from transformers import DynamicCache
 
-from .decoding import Result, Stats, build_result, next_feed
+from .decoding import Result, Stats, build_result, last_logits_only, next_feed
 from .matcher import allocate_bitmask
 from .session import Session
 
@@ -43,8 +43,9 @@ def decode_batch(model, tokenizer, plans: list, prompts: list[list[int]], *, bud
         positions = (mask.cumsum(1) - 1).clamp(min=0)
         cache = DynamicCache()
         t0 = time.perf_counter()
+        head = last_logits_only(model)
         out = model(input_ids=ids.to(device), attention_mask=mask.to(device), position_ids=positions.to(device),
-                    past_key_values=cache, use_cache=True)
+                    past_key_values=cache, use_cache=True, **head)
         prompt_ms = 1e3 * (time.perf_counter() - t0)
         logits = out.logits[:, -1].float()
         n_vocab = logits.shape[-1]
@@ -81,11 +82,16 @@ def decode_batch(model, tokenizer, plans: list, prompts: list[list[int]], *, bud
             for r in active:
                 if fast_forward or not rows[r].next_forced():
                     rows[r].prefetch(bitmask, r)  # the next masks, computed while the forward pass runs
+            # Right-padded, so each row's last token sits in its own column: the head runs on those columns.
+            last = [len(f) - 1 for f in feeds]
+            columns = sorted(set(last))
+            at_columns = {"logits_to_keep": torch.tensor(columns, device=device)} if head else {}
             out = model(input_ids=ids.to(device), attention_mask=mask.to(device),
-                        position_ids=positions.to(device), past_key_values=cache, use_cache=True)
+                        position_ids=positions.to(device), past_key_values=cache, use_cache=True, **at_columns)
             passes += 1
-            last = torch.tensor([len(f) - 1 for f in feeds], device=out.logits.device)
-            logits = out.logits[torch.arange(len(active), device=out.logits.device), last].float()
+            at = [columns.index(c) for c in last] if head else last
+            logits = out.logits[torch.arange(len(active), device=out.logits.device),
+                                torch.tensor(at, device=out.logits.device)].float()
         decode_ms = 1e3 * (time.perf_counter() - t1)
     results = []
     for plan, row, st in zip(plans, rows, stats):

@@ -99,6 +99,14 @@ def prefill_segments(tokenizer, ids: list[int]) -> list[int]:
     return cuts
 
 
+def last_logits_only(model) -> dict:
+    """The forward keyword that computes the output head at the last position only, as `model.generate` does:
+    our loop only reads the last position's logits, and the head (576 x 49,152 on SmolLM2) over every position
+    of a 450-token prefill is about a quarter of its time. {} for a model whose forward lacks it."""
+    supports = getattr(model, "_supports_logits_to_keep", None)
+    return {"logits_to_keep": 1} if supports is not None and supports() else {}
+
+
 def vocab_size(model) -> int | None:
     """How many logits the model gives per position (its output embedding's rows), known before any forward
     pass; None for a model that does not say."""
@@ -260,12 +268,13 @@ class _Decoder:
         self.gen = torch.Generator().manual_seed(seed) if seed is not None else None
         self.stream = stream
         self.prompt_cache = _resolve_prompt_cache(prompt_cache)
+        self.head = last_logits_only(model)
         self.result: Result | None = None
 
     # ----------------------------------------------------------------------------------------------------------
     def _forward(self, ids: list[int]) -> torch.Tensor:
         x = torch.tensor([ids], dtype=torch.long, device=self.model.device)
-        out = self.model(input_ids=x, past_key_values=self.cache, use_cache=True)
+        out = self.model(input_ids=x, past_key_values=self.cache, use_cache=True, **self.head)
         self.stats.forward_passes += 1
         return out.logits[0, -1].float()
 
