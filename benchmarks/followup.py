@@ -20,7 +20,6 @@ from __future__ import annotations
 import json
 import random
 import statistics
-import sys
 
 from common import add_model_flag, md_table, model_label, parser, write_results
 
@@ -138,8 +137,7 @@ def main(argv=None) -> int:
         records += run_layout(model, tok, items, layout, args.max_new_tokens)
     rows = summarize(records)
     md = (f"# A conversation's second question ({model_label(args.model)})\n\n"
-          f"`python benchmarks/followup.py{' ' + ' '.join(argv or sys.argv[1:]) if (argv or sys.argv[1:]) else ''}`"
-          "\n\nTurn 1: a BFCL `simple` question answered by its ground-truth call, the tool's result and a short "
+          "Turn 1: a BFCL `simple` question answered by its ground-truth call, the tool's result and a short "
           "text; turn 2: a question of the category (tools: both turns' functions). `auto`, greedy. "
           "`reused_share`: the share of turn 2's prompt served by the prompt cache after turn 1's prompt; "
           "`prefill_ms`: turn 2's prompt time.\n\n" + md_table(rows, COLUMNS) + "\n")

@@ -537,7 +537,8 @@ CACHE_COLUMNS = ["scenario", "n", "wall_no_cache_s", "wall_cache_s", "speedup", 
 def measure_prompt_cache(model, tok, cases, max_new_tokens: int) -> list[dict]:
     """The prompt cache, with and without, on the same cases in one run (a fresh cache per case):
     - "same tools, next question": after one call with a case's tools, a second question with the same tools;
-    - "3-step agent": a call, its tool result appended, a second step, another result, a third step.
+    - "3-step agent": a call, its tool result appended, a second step, another result, a third step;
+    - "next user turn": after one turn (its reply kept in the conversation), the user asks again.
     Wall times are medians over the cases; speedup = without / with."""
     from constrained_fc.runtime.decoding import generate
     from constrained_fc.runtime.prompt_cache import PromptCache
@@ -555,22 +556,34 @@ def measure_prompt_cache(model, tok, cases, max_new_tokens: int) -> list[dict]:
                 break
         return time.perf_counter() - t0
 
-    rows, second, steps = [], {"off": [], "on": [], "reused": []}, {"off": [], "on": []}
+    def with_and_without(messages, tools, cache, into: dict) -> None:
+        """One prompt timed with `cache` (holding what came before), then without any cache."""
+        t0 = time.perf_counter()
+        r = generate(model, tok, messages, tools, max_new_tokens=max_new_tokens, prompt_cache=cache)
+        into["on"].append(time.perf_counter() - t0)
+        into["reused"].append(r.stats.prompt_tokens_reused / max(r.stats.prompt_tokens, 1))
+        t0 = time.perf_counter()
+        generate(model, tok, messages, tools, max_new_tokens=max_new_tokens, prompt_cache=False)
+        into["off"].append(time.perf_counter() - t0)
+
+    rows, steps = [], {"off": [], "on": []}
+    second, turn = {"off": [], "on": [], "reused": []}, {"off": [], "on": [], "reused": []}
     for case in tqdm(cases, desc="prompt cache"):
-        question = case.messages[-1]["content"]
-        follow = case.messages[:-1] + [{"role": "user", "content": "Also, please: " + question}]
         cache = PromptCache()
-        generate(model, tok, case.messages, case.functions, max_new_tokens=max_new_tokens, prompt_cache=cache)
-        t0 = time.perf_counter()
-        r = generate(model, tok, follow, case.functions, max_new_tokens=max_new_tokens, prompt_cache=cache)
-        second["on"].append(time.perf_counter() - t0)
-        second["reused"].append(r.stats.prompt_tokens_reused / max(r.stats.prompt_tokens, 1))
-        t0 = time.perf_counter()
-        generate(model, tok, follow, case.functions, max_new_tokens=max_new_tokens, prompt_cache=False)
-        second["off"].append(time.perf_counter() - t0)
+        first = generate(model, tok, case.messages, case.functions, max_new_tokens=max_new_tokens,
+                         prompt_cache=cache)
+        # The next user turn of the same conversation (first, while the cache holds the first turn).
+        again = case.messages + [first.to_message()]
+        again += [{"role": "tool", "tool_call_id": c.id, "content": json.dumps({"status": "ok"})}
+                  for c in first.tool_calls]
+        again += [{"role": "assistant", "content": "Done."}] if first.tool_calls else []
+        again += [{"role": "user", "content": "Now the same again, please."}]
+        with_and_without(again, case.functions, cache, turn)
+        follow = case.messages[:-1] + [{"role": "user", "content": "Also, please: " + case.messages[-1]["content"]}]
+        with_and_without(follow, case.functions, cache, second)
         steps["on"].append(agent(case, PromptCache()))
         steps["off"].append(agent(case, False))
-    for scenario, d in (("same tools, next question", second), ("3-step agent", steps)):
+    for scenario, d in (("same tools, next question", second), ("3-step agent", steps), ("next user turn", turn)):
         off, on = statistics.median(d["off"]), statistics.median(d["on"])
         row = {"kind": "prompt_cache", "scenario": scenario, "n": len(d["on"]), "wall_no_cache_s": round(off, 3),
                "wall_cache_s": round(on, 3), "speedup": round(off / on, 2) if on else None}

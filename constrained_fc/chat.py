@@ -91,9 +91,10 @@ _TEMPLATE = r"""{#- constrained_fc chat template: ChatML, the tools block in the
     {{- '<|im_start|>assistant\n' -}}
 {%- endif -%}"""
 TOOLS_IN = ("first", "last")
+CHAT_TOOLS_IN = "first"  # where `CHAT_TEMPLATE` lists the tools (a training run records its own: `tools_in`)
 
 
-def chat_template(tools_in: str = "first") -> str:
+def chat_template(tools_in: str = CHAT_TOOLS_IN) -> str:
     """Our chat template with the tools block in the first user message (the default, `CHAT_TEMPLATE`) or in
     the last ("last": Mistral's layout, which the shipped adapter's multi-turn training data used)."""
     if tools_in not in TOOLS_IN:
@@ -102,14 +103,14 @@ def chat_template(tools_in: str = "first") -> str:
         "@ONLY_FIRST@", "and ns.tools_at < 0 " if tools_in == "first" else "")
 
 
-CHAT_TOOLS_IN = "first"  # where `CHAT_TEMPLATE` lists the tools (a build record keeps it: `finetune.recipe`)
 CHAT_TEMPLATE = chat_template(CHAT_TOOLS_IN)
 
 
-def tools_message_index(messages) -> int:
-    """The position of the message `CHAT_TEMPLATE` lists the tools in (the first user message); -1 when there
-    is no user message."""
-    return next((i for i, m in enumerate(messages) if m.get("role") == "user"), -1)
+def tools_message_index(messages, tools_in: str = CHAT_TOOLS_IN) -> int:
+    """The position of the message `chat_template(tools_in)` lists the tools in (the first or the last user
+    message); -1 when there is no user message."""
+    users = [i for i, m in enumerate(messages) if m.get("role") == "user"]
+    return (users[0] if tools_in == "first" else users[-1]) if users else -1
 
 _ROLES = ("system", "user", "assistant", "tool")
 # Roles other formats use for the same turns.
@@ -303,6 +304,16 @@ def _is_ours(template: str | None) -> bool:
 def uses_our_template(tokenizer) -> bool:
     """Does the tokenizer render with our chat template (rather than a model family's own)?"""
     return _is_ours(_template_of(tokenizer))
+
+
+def tools_layout(tokenizer) -> str | None:
+    """Where the tokenizer's template lists the tools ("first" / "last" user message) when it is ours, else
+    None. Our templates from before the layout was named listed them in the last."""
+    template = _template_of(tokenizer)
+    if not _is_ours(template):
+        return None
+    named = re.search(r"the tools block in the (first|last) user message", template)
+    return named.group(1) if named else "last"
 
 
 def _handles_tools_natively(template: str | None) -> bool:

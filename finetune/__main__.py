@@ -107,6 +107,7 @@ _TRAIN_FLAGS = (
     ("--lr-scheduler", str, "transformers scheduler name (cosine, linear, constant_with_warmup...)"),
     ("--warmup", float, "warmup: a share of max_steps (< 1) or a step count"),
     ("--max-length", int, "tokens per conversation (longer ones lose distractor tools, then trailing turns)"),
+    ("--tools-in", str, "where the chat template lists the tools: first (default) or last user message"),
     ("--lora-r", int, "LoRA rank"),
     ("--lora-alpha", int, "LoRA alpha"),
     ("--lora-dropout", float, "LoRA dropout"),

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from constrained_fc.chat import CHAT_TOOLS_IN, TOOLS_IN
+
 CONFIG_NAME = "train_config.json"
 
 
@@ -54,6 +56,9 @@ class TrainConfig:
     seed: int = 0
     # Sequences
     max_length: int = 640  # tokens; longer conversations lose distractor tools, then trailing turns
+    # Where the chat template lists the tools: "first" user message (today's template) or "last" (the layout
+    # the shipped adapter was trained with; `constrained_fc.chat.chat_template`)
+    tools_in: str = CHAT_TOOLS_IN
     # LoRA
     lora_r: int = 16
     lora_alpha: int = 32
@@ -92,6 +97,8 @@ class TrainConfig:
             raise ConfigError(f"lora_dropout must be in [0, 1), got {self.lora_dropout!r}")
         if self.warmup < 0 or self.max_minutes < 0 or self.threads < 0:
             raise ConfigError("warmup, max_minutes and threads must not be negative")
+        if self.tools_in not in TOOLS_IN:
+            raise ConfigError(f"tools_in must be one of {', '.join(TOOLS_IN)}, got {self.tools_in!r}")
         if self.max_examples is not None and self.max_examples < 1:
             raise ConfigError(f"max_examples must be a positive integer, got {self.max_examples!r}")
         return self

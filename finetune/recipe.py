@@ -87,7 +87,7 @@ def build(recipe: str | Path, out: str | Path, ship: str | Path | None, *, data_
                       "distractors": list(mix_cfg.distractors)},
               "train": {k: v for k, v in config.to_dict().items() if k not in ("data", "out", "resume")},
               "metrics": result.metrics, "data_seconds": round(t_data, 1),
-              "machine": machine_description(), "tools_in": CHAT_TOOLS_IN}
+              "machine": machine_description()}
     # A resumed build reports the wall time of every run that contributed.
     log = json.loads((out / "train_log.json").read_text(encoding="utf-8"))
     record["train_log"] = {"steps": len(log.get("steps", [])), "trainable_parameters": log.get("trainable_parameters")}
@@ -173,8 +173,8 @@ def model_card(record: dict, ship: Path) -> str:
     if mix.get("synth_mix"):
         extras += "Synthetic objectives: " + ", ".join(f"{k} {v:g}" for k, v in mix["synth_mix"].items()) + ". "
     extras += "\n\n" if extras else ""
-    # Records from before the field existed were built with the tools block in the last user message.
-    tools_in = record.get("tools_in", "last")
+    # Records from before the setting existed were built with the tools block in the last user message.
+    tools_in = record["train"].get("tools_in", "last")
     layout_note = "" if tools_in == CHAT_TOOLS_IN else (
         f" (today's template lists them in the {CHAT_TOOLS_IN}; single-turn prompts are the same in both, "
         "two-turn conversations are measured by `benchmarks/followup.py`)")

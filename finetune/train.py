@@ -34,6 +34,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
+from constrained_fc.chat import CHAT_TOOLS_IN, chat_template, tools_layout, tools_message_index, uses_our_template
+
 from .config import ConfigError, TrainConfig, save_config
 from .data import Example, RecordError, load_examples
 
@@ -68,12 +70,11 @@ def fc_token_ids(tokenizer) -> list[int]:
     return ids
 
 
-def trained_turns(messages: list[dict], tools: list) -> list[bool]:
+def trained_turns(messages: list[dict], tools: list, tools_in: str = CHAT_TOOLS_IN) -> list[bool]:
     """For each assistant message, in order: does it go into the loss? All do, except tool-calling turns placed
-    before the tools are listed (`chat.tools_message_index`: the template lists them in a user message)."""
-    from constrained_fc.chat import tools_message_index
-
-    listed = tools_message_index(messages) if tools else -1
+    before the tools are listed (`chat.tools_message_index`: the template lists them in the first user message,
+    or the last with `tools_in="last"`)."""
+    listed = tools_message_index(messages, tools_in) if tools else -1
     return [not (tools and m.get("tool_calls") and i < listed)
             for i, m in enumerate(messages) if m.get("role") == "assistant"]
 
@@ -109,7 +110,7 @@ def encode_conversation(tokenizer, messages: list[dict], tools: list | None,
     from constrained_fc.chat import render_prompt
 
     if trained is None:
-        trained = trained_turns(messages, tools or [])
+        trained = trained_turns(messages, tools or [], tools_layout(tokenizer) or CHAT_TOOLS_IN)
     text = render_prompt(tokenizer, messages, tools or None, add_generation_prompt=False)
     pieces = _pieces(text)
     n_turns = sum(is_turn for _, is_turn in pieces)
@@ -138,7 +139,7 @@ def build_features(example: Example, tokenizer, max_length: int) -> Features:
     """Tokenize one `Example` for training, shortening it to `max_length` tokens as the module docstring says.
     Raises `RecordError` (kind ``no_target`` / ``too_long`` / ``template``) when it cannot be used."""
     messages, tools = example.messages, list(example.tools)
-    trained = trained_turns(messages, tools)
+    trained = trained_turns(messages, tools, tools_layout(tokenizer) or CHAT_TOOLS_IN)
     if not any(trained):
         raise RecordError("no_target", "no assistant turn goes into the loss")
     ids, mask, ends = encode_conversation(tokenizer, messages, tools, trained)
@@ -455,6 +456,8 @@ def train(config: TrainConfig | dict) -> TrainResult:
 
     t_start = time.time()
     model, tok = load_model(config.model or "base")  # the untuned model, never the shipped fine-tune
+    if uses_our_template(tok):
+        tok.chat_template = chat_template(config.tools_in)  # saved with the run, so its prompts stay known
     token_ids = fc_token_ids(tok)
     examples, load_report = _load_training_examples(config)
     dataset, prep = prepare_dataset(examples, tok, config.max_length)

@@ -112,6 +112,31 @@ def test_a_call_before_the_tools_are_listed_is_not_trained():
     assert trained_turns(msgs, []) == [True, True]  # no tools offered: nothing is listed late
 
 
+def test_a_run_can_keep_the_mistral_layout(tok):
+    """`tools_in: last` (the shipped recipe): the tools block in the last user message, so the first exchange's
+    call comes before the tools are listed and stays out of the loss."""
+    import copy
+    from constrained_fc.chat import chat_template, tools_layout
+    from finetune.train import encode_conversation, trained_turns
+
+    ex = chat_example()
+    last = copy.deepcopy(tok)
+    last.chat_template = chat_template("last")
+    assert (tools_layout(tok), tools_layout(last)) == ("first", "last")
+    assert trained_turns(ex.messages, ex.tools, "last") == [False, True, True, True]
+    ids, mask, ends = encode_conversation(last, ex.messages, ex.tools)
+    masked = last.decode([i for i, m in zip(ids, mask) if m], skip_special_tokens=False)
+    assert len(ends) == 3 and '"city": "Oslo"' not in masked and masked.startswith("It is 20 degrees")
+    # An older template of ours, from before the layout was named, listed the tools in the last user message.
+    legacy = copy.deepcopy(tok)
+    legacy.chat_template = chat_template("last").replace("the tools block in the last user message", "")
+    assert tools_layout(legacy) == "last"
+    legacy.chat_template = "{% for m in messages %}{{ m['content'] }}{% endfor %}"
+    assert tools_layout(legacy) is None
+    with pytest.raises(ConfigError, match="tools_in"):
+        build_config({"data": "x", "out": "y", "tools_in": "middle"}).validate()
+
+
 def test_mask_on_a_single_call_and_on_plain_chat(tok):
     from finetune.train import encode_conversation
 
@@ -182,7 +207,7 @@ def test_train_resume_merge_and_load(tmp_path, tiny_dir, tok):
     common = ["--data", str(data), "--out", str(out), "--model", str(tiny_dir), "--max-steps", "10",
               "--lr", "0.02", "--batch-size", "2", "--grad-accum", "1", "--max-length", "512",
               "--max-examples", "6", "--save-steps", "4", "--threads", "1", "--warmup", "0", "--no-bf16",
-              "--lora-dropout", "0", "--token-lr", "0.05"]
+              "--lora-dropout", "0", "--token-lr", "0.05", "--tools-in", "last"]
     # A time budget that runs out after the first step: the run stops there, with a checkpoint.
     assert cli_main(["train", *common, "--max-minutes", "0.00001"]) == 0
     log1 = json.loads((out / "train_log.json").read_text())
@@ -196,6 +221,11 @@ def test_train_resume_merge_and_load(tmp_path, tiny_dir, tok):
     assert [s["step"] for s in log["steps"]] == list(range(1, 11))
     assert sum(losses[-3:]) / 3 < sum(losses[:3]) / 3  # the loss falls
     assert (out / "loss.png").stat().st_size > 0 and (out / "checkpoint-8").is_dir()
+    # The run rendered its conversations with the layout it was given, and keeps it with its tokenizer.
+    from transformers import AutoTokenizer
+    from constrained_fc.chat import tools_layout
+    assert json.loads((out / "train_config.json").read_text())["tools_in"] == "last"
+    assert tools_layout(AutoTokenizer.from_pretrained(str(out))) == "last"
     # Only LoRA matrices and the function-calling token rows were trainable, the rows at their own rate.
     assert set(log["trainable_parameters"]["names"]) == {"lora_A", "lora_B", "trainable_tokens_delta"}
     groups = log["optimizer_groups"]
