@@ -27,7 +27,7 @@ SECTIONS = [
      None),
     ("followup", "A conversation's second question: tools-block layout and prompt reuse",
      "python benchmarks/followup.py", "followup.png"),
-    ("serve", "Server throughput", "python benchmarks/serve.py --limit 12", None),
+    ("serve", "Server throughput", "python benchmarks/serve.py --limit 12 --soak 0", None),
     ("serve_soak", "Server memory soak", "python benchmarks/serve.py --soak-only --soak 200 --limit 12 --out results/serve_soak",
      None),
     ("finetune", "Fine-tuning: before and after", "python -m finetune evaluate ...", "loss.png"),
