@@ -101,8 +101,8 @@ def prefill_segments(tokenizer, ids: list[int]) -> list[int]:
 
 def last_logits_only(model) -> dict:
     """The forward keyword that computes the output head at the last position only, as `model.generate` does:
-    our loop only reads the last position's logits, and the head (576 x 49,152 on SmolLM2) over every position
-    of a 450-token prefill is about a quarter of its time. {} for a model whose forward lacks it."""
+    our loop only reads the last position's logits, so the head (576 x 49,152 on SmolLM2) over every other
+    position of a prefill or a forced run is wasted work. {} for a model whose forward lacks it."""
     supports = getattr(model, "_supports_logits_to_keep", None)
     return {"logits_to_keep": 1} if supports is not None and supports() else {}
 
