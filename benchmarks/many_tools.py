@@ -8,13 +8,18 @@ functions are hidden among all the others.
 recall@k: the share of a question's ground-truth functions among the top k of the ranking (k = 1, 3, 5,
 10), for the dense embedder alone, BM25 alone and the hybrid `ToolIndex` uses (also with the request embedded
 whole, not ask by ask), over every question.
-end to end: the embedded model (`auto`, constrained) answers each question three ways: with the question's
-own function list (the oracle, BFCL's setting and the upper bound), and with `retrieve=3` and `retrieve=5`
-over the whole library; scored with BFCL's AST checker. Prompt tokens and wall time per call for each.
+end to end: the embedded model (`auto`, constrained) answers each question with the question's own function
+list (the oracle, BFCL's setting and the upper bound), and with `retrieve=3` and `retrieve=5` over the whole
+library, once with the model choosing among the offered tools alone and once with the ranking steering the
+name (`+ prior W`, `ToolIndex(prior_weight=W)`); scored with BFCL's AST checker. Prompt tokens and wall time
+per call for each (the prompt cache off, so setups that offer the same tools compare).
+--sealtools: the same end to end on Seal-Tools' held-out requests over the Seal-Tools library, where the default
+prior weight was chosen.
 Offering the whole library is not a row: it does not fit the model's context (its size in tokens is
 reported).
 
     python benchmarks/many_tools.py [--limit 50] [--categories simple multiple] [--model default]
+    python benchmarks/many_tools.py --sealtools --ks 5 --prior-weights 0 10 30 60 --limit 88
 """
 from __future__ import annotations
 
@@ -31,7 +36,7 @@ from tqdm import tqdm
 
 from constrained_fc.eval.checker import check_calls
 from constrained_fc.eval.data import load_bfcl
-from constrained_fc.retrieval import DEFAULT_DIVERSITY, ToolIndex, request_text
+from constrained_fc.retrieval import DEFAULT_DIVERSITY, DEFAULT_PRIOR_WEIGHT, ToolIndex, request_text
 
 CATEGORIES = ("simple", "multiple", "parallel", "parallel_multiple")
 KS = (1, 3, 5, 10)
@@ -113,17 +118,30 @@ def recall(libs: Libraries, cases) -> dict:
     return {"rows": rows, "search_ms_p50": round(statistics.median(search_ms), 2)}
 
 
-def end_to_end(libs: Libraries, cases, model, tok, ks=(3, 5), max_new_tokens: int = 128) -> list[dict]:
+def setup_label(k: int, weight: float) -> str:
+    return f"retrieve={k}" + (f" + prior {weight:g}" if weight else "")
+
+
+def end_to_end(libs: Libraries, cases, model, tok, ks=(3, 5), weights=(0.0,),
+               max_new_tokens: int = 128) -> list[dict]:
+    """Each case with its own functions (oracle), then with retrieve=k over the library for each k and each
+    name-prior weight (0: the model's choice among the offered tools alone)."""
     from constrained_fc import generate
     from constrained_fc.errors import ContextLengthError
     records = []
     for case in tqdm(cases, desc="end to end"):
         index = libs.for_case(case)
-        setups = [("oracle", case.functions, None)] + [(f"retrieve={k}", index, k) for k in ks]
-        for setup, tools, k in setups:
+        setups = [("oracle", case.functions, None, None)] + [(setup_label(k, w), index, k, w)
+                                                            for k in ks for w in weights]
+        for setup, tools, k, weight in setups:
+            if weight is not None:
+                index.prior_weight = weight  # one index, its embeddings and BM25 shared by every weight
             t0 = time.perf_counter()
             try:
-                res = generate(model, tok, case.messages, tools, retrieve=k, max_new_tokens=max_new_tokens)
+                # No prompt cache: two setups that offer the same tools share a prompt, and the second would
+                # skip its prefill, so its s / call would not compare.
+                res = generate(model, tok, case.messages, tools, retrieve=k, max_new_tokens=max_new_tokens,
+                               prompt_cache=False)
             except ContextLengthError:
                 records.append({"id": case.id, "category": case.category, "setup": setup, "ok": False,
                                 "reason": "context", "prompt_tokens": None, "seconds": None})
@@ -139,6 +157,50 @@ def end_to_end(libs: Libraries, cases, model, tok, ks=(3, 5), max_new_tokens: in
                             "prompt_tokens": res.stats.prompt_tokens, "seconds": round(seconds, 3),
                             "calls": [{"name": n, "arguments": a} for n, a in calls or []]})
     return records
+
+
+def sealtools_end_to_end(model, tok, k: int, weights, limit: int | None, data_dir: str | None) -> list[dict]:
+    """Seal-Tools' held-out requests for tools no training example calls or offers (the fine-tune's
+    unseen-tools set), each answered with its own tools (oracle) and with retrieve=k over the whole Seal-Tools
+    library (4,075 tools) for each name-prior weight; scored by `finetune.evaluate.score` (call accuracy, and
+    whether the set of called names is the right one). Not BFCL: DEFAULT_PRIOR_WEIGHT was chosen here.
+    `limit`: that many requests spread evenly over the file (its easy requests come first)."""
+    from constrained_fc import generate
+    from constrained_fc.compiler.tools import NAME_RE
+    from finetune.evaluate import score, sealtools_unseen_items
+    from finetune.sources import public_tool, sealtools_tools
+
+    known = sealtools_tools(data_dir)
+    # A few Seal-Tools names hold spaces, which no tool name may (normalize_tools refuses them).
+    index = ToolIndex([public_tool(t) for n, t in known.items() if NAME_RE.fullmatch(n)])
+    items = [it for it in sealtools_unseen_items(data_dir=data_dir)
+             if all(t["function"]["name"] in index.names for t in it.tools)]
+    if limit is not None and limit < len(items):
+        items = [items[i * len(items) // limit] for i in range(limit)]
+    records = []
+    for item in tqdm(items, desc="Seal-Tools end to end"):
+        want = sorted({next(iter(gt)) for gt in item.ground_truth})
+        for setup, tools, weight in [("oracle", item.tools, None)] + [(setup_label(k, w), index, w) for w in weights]:
+            if weight is not None:
+                index.prior_weight = weight
+            res = generate(model, tok, item.messages, tools, retrieve=None if weight is None else k,
+                           max_new_tokens=128, prompt_cache=False)
+            verdict = score(item, [(c.name, c.arguments) for c in res.tool_calls])
+            records.append({"id": item.id, "setup": setup, "calls_expected": len(item.ground_truth),
+                            "ok": bool(verdict["call_ok"]),
+                            "names_ok": sorted({c.name for c in res.tool_calls}) == want,
+                            "offered_all": set(want) <= set(res.retrieved_tools or want)})
+    rows = []
+    for part, keep in (("all", lambda r: True), ("one call", lambda r: r["calls_expected"] == 1),
+                       ("several calls", lambda r: r["calls_expected"] > 1)):
+        for setup in dict.fromkeys(r["setup"] for r in records):
+            rs = [r for r in records if r["setup"] == setup and keep(r)]
+            if rs:
+                rows.append({"requests": part, "setup": setup, "n": len(rs),
+                             "accuracy": round(sum(r["ok"] for r in rs) / len(rs), 3),
+                             "right_tools_named": round(sum(r["names_ok"] for r in rs) / len(rs), 3),
+                             "ground_truth_offered": round(sum(r["offered_all"] for r in rs) / len(rs), 3)})
+    return rows, records
 
 
 def summarise(records: list[dict]) -> list[dict]:
@@ -235,13 +297,21 @@ def main(argv=None) -> int:
                     help="categories answered end to end (recall always covers all four)")
     ap.add_argument("--ks", type=int, nargs="+", default=[3, 5], help="retrieve=k setups end to end")
     ap.add_argument("--recall-only", action="store_true", help="skip the model")
+    ap.add_argument("--sealtools", action="store_true",
+                    help="end to end on Seal-Tools' held-out requests over the Seal-Tools library instead of BFCL "
+                         "(where the default name-prior weight was chosen); uses the first of --ks")
     ap.add_argument("--max-new-tokens", type=int, default=128)
     ap.add_argument("--diversity", type=float, default=DEFAULT_DIVERSITY,
                     help="ToolIndex(diversity=...) end to end and in the hybrid+mmr recall row (0: plain order)")
+    ap.add_argument("--prior-weights", type=float, nargs="+", default=sorted({0.0, DEFAULT_PRIOR_WEIGHT}),
+                    help="ToolIndex(prior_weight=...) setups end to end: how strongly the ranking steers the name "
+                         "the model writes (0: the model's choice alone; default: 0 and the library's default)")
     args = ap.parse_args(argv)
     if args.limit is not None and args.limit < 1:
         ap.error("--limit must be at least 1")
 
+    if args.sealtools:
+        return sealtools_main(args)
     cases = [c for cat in CATEGORIES for c in load_bfcl(cat, data_dir=args.data)]
     base, distinct = library(cases)
     libs = Libraries(base, args.diversity)
@@ -255,7 +325,8 @@ def main(argv=None) -> int:
         extra["library"]["prompt_tokens_whole_library"] = library_tokens(tok, list(base.values()))
         extra["model"] = model_label(args.model)
         chosen = [c for cat in args.categories for c in load_bfcl(cat, data_dir=args.data, limit=args.limit)]
-        records = end_to_end(libs, chosen, model, tok, tuple(args.ks), args.max_new_tokens)
+        records = end_to_end(libs, chosen, model, tok, tuple(args.ks), tuple(args.prior_weights),
+                             args.max_new_tokens)
         rows["end_to_end"] = summarise(records)
         rows["losses"] = extra["losses"] = losses(records)
         extra["records"] = records
@@ -286,6 +357,25 @@ def main(argv=None) -> int:
                          "extra call", "wrong arguments or no call", "gained"])]
     out = write_results(args.out, rows["recall"] + rows["end_to_end"], "\n".join(md) + "\n", extra)
     plot(out, rec["rows"], rows["end_to_end"])
+    print("\n".join(md))
+    print(f"wrote {out}")
+    return 0
+
+
+def sealtools_main(args) -> int:
+    from constrained_fc import load_model
+    model, tok = load_model(args.model)
+    k = args.ks[0]
+    rows, records = sealtools_end_to_end(model, tok, k, args.prior_weights, args.limit, args.data)
+    md = [f"# Many tools: Seal-Tools held-out requests, retrieve={k} over the Seal-Tools library\n",
+          f"{model_label(args.model)}, tool_choice=auto, constrained. Requests for tools no training example calls "
+          "or offers; oracle = each request's own tools; `+ prior W` = the ranking steers the name "
+          "(`ToolIndex(prior_weight=W)`). Accuracy: the call(s) right by BFCL's AST rules; right tools named: "
+          "the set of called names is the expected one.\n",
+          md_table(rows, ["requests", "setup", "n", "accuracy", "right_tools_named", "ground_truth_offered"],
+                   ["requests", "tools offered", "n", "call accuracy", "right tools named", "ground truth offered"])]
+    out = write_results(args.out, rows, "\n".join(md) + "\n", {"model": model_label(args.model),
+                                                                "records": records})
     print("\n".join(md))
     print(f"wrote {out}")
     return 0

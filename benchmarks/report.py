@@ -18,6 +18,9 @@ SECTIONS = [
     ("many_tools_recall", "Many tools: recall of today's retrieval",
      "python benchmarks/many_tools.py --recall-only --out results/many_tools_recall", None),
     ("many_tools", "Many tools: retrieval", "python benchmarks/many_tools.py --limit 100", "many_tools.png"),
+    ("many_tools_sealtools", "Many tools: the name prior's weight, chosen on Seal-Tools",
+     "python benchmarks/many_tools.py --sealtools --ks 5 --prior-weights 0 10 30 60 --limit 88 "
+     "--out results/many_tools_sealtools", None),
     ("hallucination", "Hallucinated calls on BFCL", "python benchmarks/hallucination.py", "hallucination.png"),
     ("speed", "Speed against unconstrained generation and peers",
      "python benchmarks/speed.py --prompt-cache-cases 0 --batch-cases 0", "speed.png"),

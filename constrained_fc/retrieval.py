@@ -16,6 +16,12 @@ BM25 matches the rare exact words a request shares with one tool (a product name
 for several things embeds as a blend close to none of its tools, so each of its asks (sentences and
 "..., and ..." clauses) is embedded too and a tool's dense score is its best match with the whole request or one
 ask. A request whose script the English embedder cannot read is ranked by BM25 alone.
+
+The ranking is used twice: it chooses the k tools a turn offers, and it steers which of them the model names
+(`Offer.name_prior`, `ToolIndex(prior_weight=...)`): a small model offered near-twins often names the wrong one,
+and the ranking is right more often than it is, so at a call's name each offered name's logits get the
+ranking's verdict added (see DEFAULT_PRIOR_WEIGHT). The grammar still decides what may be written; the prior
+only moves the choice among what it allows.
 """
 from __future__ import annotations
 
@@ -56,6 +62,14 @@ _SPLIT_NAME = re.compile(r"(?<=[a-z0-9])(?=[A-Z])|[_.\-/]+")
 _SENTENCE = re.compile(r"(?<=[.?!;])\s+|\s*\n+\s*")
 _CLAUSE = re.compile(r",?\s+(?:and then|and also|and|then|also)\s+", re.I)
 MIN_ASK_WORDS = 3  # shorter pieces ("the area", "10 and 5") are not asks of their own
+# The ranking also steers which offered tool the model names: at a call's name, each name's first tokens get
+# prior_weight x (its hybrid score - the best score of an offered tool not yet called) added to their logits
+# (`Offer.name_prior`, applied by `runtime.session`). A small model often names a near-twin it was offered
+# rather than the tool the request asks for; the ranking knows better more often than it does. 0 turns it off.
+# Chosen on Seal-Tools' held-out requests, not on BFCL (`benchmarks/many_tools.py --sealtools`): call accuracy
+# rises with the weight up to about 30 and no further (60 and 150 gave the same), so 30, the least that does:
+# between two names 0.1 apart in score it moves the logits by 3, so a model that is sure still overrules it.
+DEFAULT_PRIOR_WEIGHT = 30.0
 
 
 class ToolIndexError(ConstrainedFCError):
@@ -66,6 +80,14 @@ def _checked_diversity(d: float) -> float:
     if not 0.0 <= d < 1.0:
         raise ToolIndexError(f"diversity must be in [0, 1), got {d!r}")
     return d
+
+
+@dataclass
+class Offer:
+    """What one turn offers: its tools (library order) and, per tool name, the weighted ranking score that
+    steers the model's choice among them (see DEFAULT_PRIOR_WEIGHT; {} when the weight is 0)."""
+    tools: list
+    name_prior: dict
 
 
 @dataclass(frozen=True)
@@ -228,12 +250,16 @@ class ToolIndex:
     bytes (default: the memory the system has free) is refused with the figures."""
 
     def __init__(self, tools: Iterable[Any], *, alpha: float = DEFAULT_ALPHA,
-                 diversity: float = DEFAULT_DIVERSITY, dense: bool = True,
+                 diversity: float = DEFAULT_DIVERSITY, prior_weight: float = DEFAULT_PRIOR_WEIGHT,
+                 dense: bool = True,
                  embedder: Embedder | None = None, store: EmbeddingStore | None | bool = None,
                  max_memory: int | None = None, progress: bool = True):
         if not 0.0 <= alpha <= 1.0:
             raise ToolIndexError(f"alpha must be in [0, 1], got {alpha!r}")
         self.diversity = _checked_diversity(diversity)
+        if isinstance(prior_weight, bool) or not isinstance(prior_weight, (int, float)) or prior_weight < 0:
+            raise ToolIndexError(f"prior_weight must be a number >= 0, got {prior_weight!r}")
+        self.prior_weight = float(prior_weight)
         self.tools = normalize_tools(tools)
         if not self.tools:
             raise ToolIndexError("a tool index needs at least one tool")
@@ -331,14 +357,23 @@ class ToolIndex:
         conversation has already called (its results are in the prompt and the model may call it again), plus
         the tool `tool_choice` names. Returned in library order, so the same set always gives the same prompt
         (and hits the prompt and grammar caches)."""
-        chosen = {h.tool.name for h in self.search(request_text(messages), k)}
+        return self.offer(messages, k, tool_choice=tool_choice).tools
+
+    def offer(self, messages: Sequence[dict], k: int, *, tool_choice: Any = "auto") -> Offer:
+        """`select`'s tools, with the weighted score of each (`Offer.name_prior`, see DEFAULT_PRIOR_WEIGHT)."""
+        query = request_text(messages)
+        order, (hybrid, _, _) = self.order(query, k)
+        chosen = {self.names[i] for i in order}
         chosen |= {n for n in called_tools(messages) if n in self._position}
         forced = tool_choice_name(tool_choice)
         if forced is not None:
             if forced not in self._position:
                 raise ConstrainedFCError(f"tool_choice names {forced!r}, which is not among the tools")
             chosen.add(forced)
-        return [self.tools[i] for i in sorted(self._position[n] for n in chosen)]
+        picked = sorted(self._position[n] for n in chosen)
+        prior = ({self.names[i]: self.prior_weight * float(hybrid[i]) for i in picked}
+                 if self.prior_weight else {})
+        return Offer([self.tools[i] for i in picked], prior)
 
 
 def _scaled(x: np.ndarray) -> np.ndarray:
@@ -394,15 +429,17 @@ def select_tools(tools: Any, messages: Sequence[dict], retrieve: int | None, *,
                  tool_choice: Any = "auto") -> Any:
     """`generate`'s and `run_agent`'s `retrieve=k`: the tools this turn offers. A library no larger than k
     (or retrieve=None) passes unchanged; a `ToolIndex` is used as given."""
+    return offer_tools(tools, messages, retrieve, tool_choice=tool_choice).tools
+
+
+def offer_tools(tools: Any, messages: Sequence[dict], retrieve: int | None, *,
+                tool_choice: Any = "auto") -> Offer:
+    """`select_tools` with the name prior of the ranking ({} where nothing was ranked)."""
     if retrieve is None:
-        if isinstance(tools, ToolIndex):
-            return tools.tools
-        return tools
+        return Offer(tools.tools if isinstance(tools, ToolIndex) else tools, {})
     if not isinstance(retrieve, int) or isinstance(retrieve, bool) or retrieve < 1:
         raise ConstrainedFCError(f"retrieve must be a positive number of tools, got {retrieve!r}")
     if not isinstance(tools, ToolIndex):
-        if not tools:
-            return tools
-        if isinstance(tools, (list, tuple)) and len(tools) <= retrieve:
-            return tools
-    return index_for(tools).select(messages, retrieve, tool_choice=tool_choice)
+        if not tools or (isinstance(tools, (list, tuple)) and len(tools) <= retrieve):
+            return Offer(tools, {})
+    return index_for(tools).offer(messages, retrieve, tool_choice=tool_choice)

@@ -146,3 +146,19 @@ def test_every_format_end_to_end_in_both_decoding_paths(toy, tiny_model, fmt):
                          max_new_tokens=80, pad_token_id=tok.pad_token_id)
     (reply,) = proc.replies(out)
     assert [(c.name, c.arguments) for c in reply.tool_calls] == [(c.name, c.arguments) for c in res.tool_calls]
+
+
+@pytest.mark.parametrize("fmt, texts", [
+    ("mistral", [("[", None), ('[{"name": "', ""), ('[{"name": "get_w', "get_w"), ('[{"name": "get_w", ', None),
+                 ('[{"name": "a", "arguments": {"x": "{\\"name\\": \\"b"}}, {"name": "c', "c")]),
+    ("hermes", [('\n{"name": "ge', "ge"), ('\n{"name": "get", "arguments": {"a": "b', None)]),
+    ("python", [("[", ""), ("[get_w", "get_w"), ("[get_w(a=1", None), ("[get_w(a=1), ", ""),
+                ('[get_w(a="[x, ")', None)]),
+])
+def test_the_scanner_knows_when_a_name_is_being_written(fmt, texts):
+    # The retrieval prior steers only there (runtime.session): never inside an argument, even one whose text
+    # looks like a call.
+    for text, name in texts:
+        sc = CallScanner(fmt)
+        sc.feed(text)
+        assert sc.open_name() == name, (fmt, text)

@@ -10,7 +10,8 @@ import pytest
 from constrained_fc import ConstrainedFCError, ToolSchemaError
 from constrained_fc.eval.data import load_bfcl
 from constrained_fc.retrieval import (Embedder, EmbeddingStore, ToolIndex, ToolIndexError, asks, called_tools,
-                                      default_embedder, request_text, select_tools, tool_text)
+                                      default_embedder, offer_tools, request_text, select_tools,
+                                      tool_text)
 
 
 def _library() -> list[dict]:
@@ -182,6 +183,19 @@ def test_select_tools_rules():
             select_tools(SMALL, msgs, bad)
 
 
+def test_an_offer_carries_the_ranking_as_a_name_prior():
+    msgs = [{"role": "user", "content": "weather in Rome"}]
+    offer = ToolIndex(SMALL, prior_weight=4.0, progress=False).offer(msgs, 2)
+    assert set(offer.name_prior) == {t.name for t in offer.tools} and len(offer.tools) == 2
+    assert max(offer.name_prior, key=offer.name_prior.get) == "get_weather"
+    assert all(0 <= p <= 4.0 for p in offer.name_prior.values())
+    assert ToolIndex(SMALL, prior_weight=0, progress=False).offer(msgs, 2).name_prior == {}
+    assert offer_tools(SMALL, msgs, 10).name_prior == {}  # nothing ranked: nothing to steer by
+    for bad in (-1, "2", True):
+        with pytest.raises(ToolIndexError, match="prior_weight"):
+            ToolIndex(SMALL, prior_weight=bad, progress=False)
+
+
 def test_duplicate_names_are_an_error_naming_the_tool():
     with pytest.raises(ToolSchemaError, match="send_email") as e:
         ToolIndex(SMALL + [_tool("send_email", "another")])
@@ -243,6 +257,22 @@ def test_generate_with_retrieve_calls_the_right_tool_from_the_library(smollm, li
     again = generate(model, tok, case.messages, library, retrieve=3)
     assert again.retrieved_tools == res.retrieved_tools
     assert _compile_cached.cache_info().hits > hits  # the same set compiles once
+
+
+@pytest.mark.model
+def test_the_ranking_steers_the_model_away_from_a_near_twin(smollm, library):
+    # BFCL simple_3 asks for the roots of a quadratic; the library also holds `solve_quadratic`, and the model
+    # left to itself names that twin. With the ranking as a prior (the default) it names the right tool.
+    from constrained_fc import generate
+    model, tok = smollm
+    case = load_bfcl("simple")[3]
+    alone = generate(model, tok, case.messages, ToolIndex(library, prior_weight=0, progress=False), retrieve=3)
+    steered = generate(model, tok, case.messages, library, retrieve=3)
+    assert alone.retrieved_tools == steered.retrieved_tools
+    assert {"algebra.quadratic_roots", "solve_quadratic"} <= set(steered.retrieved_tools)
+    assert [c.name for c in alone.tool_calls][:1] == ["solve_quadratic"]
+    assert [c.name for c in steered.tool_calls] == ["algebra.quadratic_roots"]
+    assert all(c.valid for c in steered.tool_calls)
 
 
 @pytest.mark.model

@@ -131,3 +131,77 @@ def test_schema_plan_is_held_from_the_first_token(tokenizer):
     if not s.done:
         s.feed([tok.eos_token_id])
     assert s.done and s.finish == "stop" and json.loads(tok.decode(s.tokens)) == {"ok": True}
+
+
+TWINS = [{"type": "function", "function": {"name": name, "parameters": {
+    "type": "object", "properties": {"n": {"type": "integer"}}, "required": ["n"]}}}
+    for name in ("math_gcd", "math_lcm", "number_theory_gcd")]
+
+
+def _greedy_names(tok, s, limit=40):
+    """Drive `s` greedily on flat logits (the model has no preference): only the constraint and the name prior
+    decide. Returns the names of the calls written."""
+    for _ in range(limit):
+        if s.done:
+            break
+        forced = s.next_forced()
+        if forced:
+            s.feed(forced, forced=True)
+            continue
+        logits = torch.zeros(n_vocab(tok))
+        s.constrain(logits, allocate_bitmask(1, n_vocab(tok)))
+        t = int(torch.argmax(logits))
+        if s.scanner.open_name() is None:  # past the name: end the call list as soon as the grammar lets us
+            for end in ids(tok, "1}]") + [tok.eos_token_id]:
+                if torch.isfinite(logits[end]):
+                    t = end
+                    break
+        s.feed([t])
+    return [s.scanner.name(c) for c in s.scanner.calls]
+
+
+@pytest.mark.parametrize("favoured", ["math_lcm", "number_theory_gcd", "math_gcd"])
+def test_the_retrieval_prior_steers_the_choice_of_name(tokenizer, favoured):
+    # Flat logits: without a prior the first allowed token wins; with one, the best-ranked name does, whatever
+    # its place in the list and whether or not it shares its first tokens with another name.
+    prior = {n: (10.0 if n == favoured else 5.0) for n in ("math_gcd", "math_lcm", "number_theory_gcd")}
+    s = Session(CallPlan(tokenizer, TWINS, name_prior=prior), n_vocab(tokenizer), started=True)
+    assert _greedy_names(tokenizer, s)[:1] == [favoured]
+
+
+def test_without_a_prior_the_name_is_the_models_choice(tokenizer):
+    s = Session(CallPlan(tokenizer, TWINS), n_vocab(tokenizer), started=True)
+    plain = _greedy_names(tokenizer, s)
+    s = Session(CallPlan(tokenizer, TWINS, name_prior={"math_gcd": 0.0, "math_lcm": 0.0,
+                                                       "number_theory_gcd": 0.0}),
+                n_vocab(tokenizer), started=True)
+    assert _greedy_names(tokenizer, s) == plain  # equal priors change nothing
+
+
+def test_the_prior_leaves_free_text_and_arguments_alone(tokenizer):
+    plan = CallPlan(tokenizer, TWINS, name_prior={"math_gcd": 10.0, "math_lcm": 0.0, "number_theory_gcd": 0.0})
+    s = Session(plan, n_vocab(tokenizer))
+    logits = torch.randn(n_vocab(tokenizer))
+    before = logits.clone()
+    s.constrain(logits, allocate_bitmask(1, n_vocab(tokenizer)))  # text phase (auto): untouched
+    assert torch.equal(logits, before)
+    s.feed([plan.trigger_id])
+    _write(tokenizer, s, '[{"name": "math_lcm", "arguments": {"n": ')
+    logits = torch.zeros(n_vocab(tokenizer))
+    s.constrain(logits, allocate_bitmask(1, n_vocab(tokenizer)))
+    allowed = logits[torch.isfinite(logits)]
+    assert len(allowed) > 0 and bool((allowed == 0).all())  # a number's digits: mask only, no bias
+
+
+def test_a_tool_already_called_is_not_pushed_away_from_a_second_call(tokenizer):
+    prior = {"math_gcd": 10.0, "math_lcm": 5.0, "number_theory_gcd": 0.0}
+    s = Session(CallPlan(tokenizer, TWINS, name_prior=prior), n_vocab(tokenizer), started=True, rollback=True)
+    _write(tokenizer, s, '[{"name": "math_gcd", "arguments": {"n": 1}}, {"name": "')
+    assert s.scanner.open_name() == ""
+    logits = torch.zeros(n_vocab(tokenizer))
+    s.constrain(logits, allocate_bitmask(1, n_vocab(tokenizer)))
+    text = {t: tokenizer.decode([t]) for t in torch.isfinite(logits).nonzero().flatten().tolist()}
+    best = {text[t] for t in text if logits[t] == logits[torch.isfinite(logits)].max()}
+    # the called tool and the best tool not yet called share the top; the third is pushed down by 5
+    assert all("math_gcd".startswith(b) or "math_lcm".startswith(b) for b in best)
+    assert any(logits[t] == -5.0 for t in text if "number_theory_gcd".startswith(text[t]))

@@ -13,6 +13,7 @@ from .formats import CallFormat, get_format
 
 _OPEN = {"{": "}", "[": "]", "(": ")"}
 _NAME_RE = re.compile(r'\{\s*"name"\s*:\s*"((?:[^"\\]|\\.)*)"\s*,\s*"arguments"\s*:\s*')
+_OPEN_NAME_RE = re.compile(r'\{\s*"name"\s*:\s*"([^"\\]*)\Z')
 
 
 def closing_bracket(text: str, start: int, quotes: str = '"') -> int | None:
@@ -107,6 +108,22 @@ class CallScanner:
         list may be closed."""
         return (bool(self.calls) and self.calls[-1].complete and self._depth == self.call_depth
                 and not self._in_str)
+
+    def open_name(self) -> str | None:
+        """While the text ends inside the name of the call being written, the name's characters so far ("" right
+        where it begins); None anywhere else. (A Python call begins with its name, so there it is "" wherever a
+        next call may begin.)"""
+        if self.calls and not self.calls[-1].complete:
+            text = self.call_text(self.calls[-1])
+            if self.python:
+                return text if "(" not in text else None
+            m = _OPEN_NAME_RE.match(text)
+            return m.group(1) if m else None
+        if self.python and self._depth == self.call_depth and not self._in_str:
+            tail = self.text[self.calls[-1].end:] if self.calls else self.text
+            if tail.rstrip().endswith(("[", ",")):
+                return ""
+        return None
 
     def call_text(self, span: CallSpan) -> str:
         return self.text[span.start:span.end if span.end is not None else len(self.text)]

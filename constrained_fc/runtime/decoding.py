@@ -18,7 +18,7 @@ import jsonschema
 from ..compiler.options import UNSET, Options
 from ..compiler.tools import Tool, ToolCall, new_call_id, normalize_tool
 from ..errors import ConstrainedFCError, ContextLengthError
-from ..retrieval import ToolIndex, select_tools
+from ..retrieval import ToolIndex, offer_tools
 from .matcher import allocate_bitmask
 from .plan import CallPlan, SchemaPlan
 from .reply import parse_body
@@ -199,7 +199,8 @@ def generate(model, tokenizer, messages, tools, *, tool_choice: Any = "auto", op
 
     retrieve=k: `tools` is a library (a list of any size, or a `retrieval.ToolIndex`); only the k tools that
     best match the last user message, plus the tools the conversation already called and the one tool_choice
-    names, go into the prompt and the grammar (`result.retrieved_tools` lists them). See `retrieval`.
+    names, go into the prompt and the grammar (`result.retrieved_tools` lists them), and the ranking steers
+    which of them a call names (`ToolIndex(prior_weight=...)`, 0 leaves it to the model). See `retrieval`.
 
     messages may also be a list of conversations: they are decoded as one batch (`batch.decode_batch`, one
     session per row, fast-forward per row) and a list of `Result`s comes back, in order; `tools` is then one
@@ -251,15 +252,18 @@ class _Decoder:
         from ..chat import encode_prompt
         self.model, self.tok = model, tokenizer
         self.retrieved: list[str] | None = None  # the names of the tools retrieve=k chose
+        name_prior = None
         if retrieve is not None or isinstance(tools, ToolIndex):
-            tools = select_tools(tools, messages, retrieve, tool_choice=tool_choice)
+            offer = offer_tools(tools, messages, retrieve, tool_choice=tool_choice)
+            tools, name_prior = offer.tools, offer.name_prior
             self.retrieved = [t.name if isinstance(t, Tool) else normalize_tool(t, i).name
                               for i, t in enumerate(tools)]
         if schema is not None:
             self.plan = SchemaPlan(tokenizer, schema)
             tools_for_prompt = None
         else:
-            self.plan = CallPlan(tokenizer, tools, tool_choice=tool_choice, options=options)
+            self.plan = CallPlan(tokenizer, tools, tool_choice=tool_choice, options=options,
+                                 name_prior=name_prior)
             tools_for_prompt = [t.to_openai() for t in self.plan.grammar.tools] if self.plan.grammar else tools
         self.prompt_ids = encode_prompt(tokenizer, messages, tools_for_prompt or None)
         self.fast_forward = fast_forward

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import functools
 import json
+import weakref
 from typing import Any
 
 from ..compiler.formats import DEFAULT_FORMAT, get_format
@@ -13,6 +14,9 @@ from ..compiler.options import Options
 from ..compiler.tool_grammar import TOOL_CHOICES, ToolGrammar, compile_tools, tool_choice_name
 from ..errors import ConstrainedFCError
 from .matcher import TokenMatcher
+
+
+_TOKEN_TEXT: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 
 
 @functools.lru_cache(maxsize=64)
@@ -30,9 +34,13 @@ class CallPlan:
     """What every decoding path needs to know once per request: the compiled grammar, the trigger and
     end-of-sequence token ids, and the tool_choice mode."""
 
-    def __init__(self, tokenizer, tools, *, tool_choice: Any = "auto", options: Options | None = None):
+    def __init__(self, tokenizer, tools, *, tool_choice: Any = "auto", options: Options | None = None,
+                 name_prior: dict | None = None):
         from ..chat import uses_native_tool_format
         self.tokenizer = tokenizer
+        # {tool name: weighted ranking score} from retrieval (`retrieval.Offer`): steers the choice of a call's
+        # name (`Session.constrain`); {} leaves the model's choice alone.
+        self.name_prior = dict(name_prior or {})
         options = options or Options()
         self.call_format = get_format(options.format or uses_native_tool_format(tokenizer) or DEFAULT_FORMAT)
         self.format = self.call_format.name
@@ -64,6 +72,14 @@ class CallPlan:
     @property
     def constrained(self) -> bool:
         return self.grammar is not None and self.mode != "none"
+
+    def token_text(self, token: int) -> str:
+        """One token's text (cached per tokenizer)."""
+        cache = _TOKEN_TEXT.setdefault(self.tokenizer, {})
+        text = cache.get(token)
+        if text is None:
+            text = cache[token] = self.tokenizer.decode([token], skip_special_tokens=False)
+        return text
 
     def matcher(self, n_vocab: int | None = None, *, max_calls: int | None = None) -> TokenMatcher:
         """A matcher at the start of the call list; `max_calls` holds it to fewer calls than the options do."""

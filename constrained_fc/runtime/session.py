@@ -18,6 +18,9 @@ from ..errors import ConstrainedFCError
 from .matcher import apply_bitmask
 
 TEXT, CALL, CLOSING, DONE = "text", "call", "closing", "done"
+# The name prior is applied only where the mask leaves this few tokens (a choice among names): it costs a
+# decode of each allowed token's text, which must stay off the per-token path of free text.
+MAX_PRIOR_TOKENS = 512
 
 
 class Session:
@@ -73,6 +76,8 @@ class Session:
         if self.phase == CALL:
             self.matcher.fill_mask(bitmask, row)
             apply_bitmask(logits.unsqueeze(0), bitmask[row:row + 1])
+            if self.plan.name_prior and self.scanner is not None:
+                self._steer_name(logits)
         elif self.phase == TEXT and self.plan.mode == "none" and self.plan.trigger_id is not None:
             logits[self.plan.trigger_id] = float("-inf")
 
@@ -81,6 +86,35 @@ class Session:
         forward pass, which then hides it (llguidance drops the GIL while it computes)."""
         if self.phase == CALL and not self.done:
             self.matcher.prefetch_mask(bitmask, row)
+
+    def _steer_name(self, logits: torch.Tensor) -> None:
+        """At a call's name, add the retrieval prior (`plan.name_prior`) to each allowed token: the largest
+        prior of the names that token keeps possible, relative to the best name not yet called in this list (a
+        tool already called keeps 0, so a second call to it, or to the next-best tool, is not pushed away)."""
+        partial = self.scanner.open_name()
+        if partial is None:
+            return
+        allowed = torch.isfinite(logits).nonzero().flatten()
+        if not 0 < len(allowed) <= MAX_PRIOR_TOKENS:
+            return
+        sc = self.scanner
+        called = {sc.name(c) for c in sc.calls if c.complete}
+        prior = self.plan.name_prior
+        fresh = [p for n, p in prior.items() if n not in called]
+        if not fresh:
+            return
+        top = max(fresh)
+        relative = {n: 0.0 if n in called else p - top for n, p in prior.items()}
+        end = "(" if sc.python else '"'
+        for t in allowed.tolist():
+            text = partial + self.plan.token_text(t)
+            cut = text.find(end, len(partial))
+            if cut >= 0:
+                fits = [relative[n] for n in relative if n == text[:cut]]
+            else:
+                fits = [relative[n] for n in relative if n.startswith(text)]
+            if fits:
+                logits[t] += max(fits)
 
     # -- what came -----------------------------------------------------------------------------------------------
     def feed(self, tokens, *, forced: bool = False) -> None:
