@@ -97,6 +97,7 @@ class SchemaPlan:
     format = call_format = None
     tools: list = []
     trigger, trigger_ids, trigger_id, close_ids = "", [], None, []
+    name_prior: dict = {}  # no call, so no name to steer
     constrained = True
 
     def __init__(self, tokenizer, schema):
