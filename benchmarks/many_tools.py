@@ -12,7 +12,8 @@ end to end: the embedded model (`auto`, constrained) answers each question with 
 list (the oracle, BFCL's setting and the upper bound), and with `retrieve=3` and `retrieve=5` over the whole
 library, once with the model choosing among the offered tools alone and once with the ranking steering the
 name (`+ prior W`, `ToolIndex(prior_weight=W)`); scored with BFCL's AST checker. Prompt tokens and wall time
-per call for each (the prompt cache off, so setups that offer the same tools compare).
+per call for each, with the prompt cache on as in use: a `+ prior` setup offers the same tools as the setup
+before it, so its prompt comes from the cache and its s / call is the cost of a repeated prompt.
 --sealtools: the same end to end on Seal-Tools' held-out requests over the Seal-Tools library, where the default
 prior weight was chosen.
 Offering the whole library is not a row: it does not fit the model's context (its size in tokens is
@@ -138,10 +139,7 @@ def end_to_end(libs: Libraries, cases, model, tok, ks=(3, 5), weights=(0.0,),
                 index.prior_weight = weight  # one index, its embeddings and BM25 shared by every weight
             t0 = time.perf_counter()
             try:
-                # No prompt cache: two setups that offer the same tools share a prompt, and the second would
-                # skip its prefill, so its s / call would not compare.
-                res = generate(model, tok, case.messages, tools, retrieve=k, max_new_tokens=max_new_tokens,
-                               prompt_cache=False)
+                res = generate(model, tok, case.messages, tools, retrieve=k, max_new_tokens=max_new_tokens)
             except ContextLengthError:
                 records.append({"id": case.id, "category": case.category, "setup": setup, "ok": False,
                                 "reason": "context", "prompt_tokens": None, "seconds": None})
