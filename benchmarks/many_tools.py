@@ -157,7 +157,8 @@ def end_to_end(libs: Libraries, cases, model, tok, ks=(3, 5), weights=(0.0,),
     return records
 
 
-def sealtools_end_to_end(model, tok, k: int, weights, limit: int | None, data_dir: str | None) -> list[dict]:
+def sealtools_end_to_end(model, tok, k: int, weights, limit: int | None, data_dir: str | None,
+                         max_new_tokens: int = 128) -> tuple[list[dict], list[dict]]:
     """Seal-Tools' held-out requests for tools no training example calls or offers (the fine-tune's
     unseen-tools set), each answered with its own tools (oracle) and with retrieve=k over the whole Seal-Tools
     library (4,075 tools) for each name-prior weight; scored by `finetune.evaluate.score` (call accuracy, and
@@ -178,11 +179,12 @@ def sealtools_end_to_end(model, tok, k: int, weights, limit: int | None, data_di
     records = []
     for item in tqdm(items, desc="Seal-Tools end to end"):
         want = sorted({next(iter(gt)) for gt in item.ground_truth})
-        for setup, tools, weight in [("oracle", item.tools, None)] + [(setup_label(k, w), index, w) for w in weights]:
+        setups = [("oracle", item.tools, None)] + [(setup_label(k, w), index, w) for w in weights]
+        for setup, tools, weight in setups:
             if weight is not None:
                 index.prior_weight = weight
             res = generate(model, tok, item.messages, tools, retrieve=None if weight is None else k,
-                           max_new_tokens=128, prompt_cache=False)
+                           max_new_tokens=max_new_tokens)
             verdict = score(item, [(c.name, c.arguments) for c in res.tool_calls])
             records.append({"id": item.id, "setup": setup, "calls_expected": len(item.ground_truth),
                             "ok": bool(verdict["call_ok"]),
@@ -364,7 +366,8 @@ def sealtools_main(args) -> int:
     from constrained_fc import load_model
     model, tok = load_model(args.model)
     k = args.ks[0]
-    rows, records = sealtools_end_to_end(model, tok, k, args.prior_weights, args.limit, args.data)
+    rows, records = sealtools_end_to_end(model, tok, k, args.prior_weights, args.limit, args.data,
+                                         args.max_new_tokens)
     md = [f"# Many tools: Seal-Tools held-out requests, retrieve={k} over the Seal-Tools library\n",
           f"{model_label(args.model)}, tool_choice=auto, constrained. Requests for tools no training example calls "
           "or offers; oracle = each request's own tools; `+ prior W` = the ranking steers the name "
