@@ -18,6 +18,9 @@ SECTIONS = [
     ("many_tools_recall", "Many tools: recall of today's retrieval",
      "python benchmarks/many_tools.py --recall-only --out results/many_tools_recall", None),
     ("many_tools", "Many tools: retrieval", "python benchmarks/many_tools.py --limit 100", "many_tools.png"),
+    ("many_tools_parallel", "Many tools: the name prior on parallel calls",
+     "python benchmarks/many_tools.py --categories parallel parallel_multiple --limit 40 --ks 5 "
+     "--out results/many_tools_parallel", None),
     ("many_tools_sealtools", "Many tools: the name prior's weight, chosen on Seal-Tools",
      "python benchmarks/many_tools.py --sealtools --ks 5 --prior-weights 0 10 30 60 --limit 88 "
      "--out results/many_tools_sealtools", None),
