@@ -13,9 +13,12 @@ list (the oracle, BFCL's setting and the upper bound), and with `retrieve=3` and
 library, once with the model choosing among the offered tools alone and once with the ranking steering the
 name (`+ prior W`, `ToolIndex(prior_weight=W)`); scored with BFCL's AST checker. Prompt tokens and wall time
 per call for each, with the prompt cache on as in use: a `+ prior` setup offers the same tools as the setup
-before it, so its prompt comes from the cache and its s / call is the cost of a repeated prompt.
+before it, so its prompt comes from the cache and its s / call is the cost of a repeated prompt. Also reported:
+the accuracy if a call to a functional twin of the ground truth counted (`is_twin`), since the library holds
+many tools that do one job under different names and BFCL accepts only the question's own.
 --sealtools: the same end to end on Seal-Tools' held-out requests over the Seal-Tools library, where the default
 prior weight was chosen.
+--report-only: the report (markdown, tables, plot) of the run already in --out, rebuilt from its results.json.
 Offering the whole library is not a row: it does not fit the model's context (its size in tokens is
 reported).
 
@@ -29,6 +32,7 @@ import statistics
 import sys
 import time
 from collections import defaultdict
+from pathlib import Path
 
 from common import add_model_flag, md_table, model_label, parser, write_results
 
@@ -37,11 +41,14 @@ from tqdm import tqdm
 
 from constrained_fc.eval.checker import check_calls
 from constrained_fc.eval.data import load_bfcl
-from constrained_fc.retrieval import DEFAULT_DIVERSITY, DEFAULT_PRIOR_WEIGHT, ToolIndex, request_text
+from constrained_fc.retrieval import (DEFAULT_DIVERSITY, DEFAULT_PRIOR_WEIGHT, MIN_STRICT_AND_WORDS, ToolIndex,
+                                      asks, request_text)
+from constrained_fc.runtime.session import BEYOND_ASKS_LOGITS
 
 CATEGORIES = ("simple", "multiple", "parallel", "parallel_multiple")
 KS = (1, 3, 5, 10)
 MODES = ("dense", "lexical", "hybrid", "hybrid, whole request", "hybrid+mmr")
+RELEVANT_LOGITS = 2.0  # a tool the prior puts less than this far below the best counts as asked for
 
 
 def library(cases) -> tuple[dict[str, dict], int]:
@@ -88,7 +95,7 @@ def ground_truth_names(case) -> list[str]:
 
 def recall(libs: Libraries, cases) -> dict:
     """recall@k per category and mode, plus search time."""
-    hits = defaultdict(list)
+    hits, asked = defaultdict(list), defaultdict(list)
     search_ms = []
     for case in tqdm(cases, desc="recall"):
         index = libs.for_case(case)
@@ -108,6 +115,19 @@ def recall(libs: Libraries, cases) -> dict:
                 share = len(want & set(order[:k].tolist())) / len(want)
                 hits[(case.category, mode, k)].append(share)
                 hits[("all", mode, k)].append(share)
+        # Which tools the name prior treats as asked for: within RELEVANT_LOGITS of the best at the default
+        # weight (`ToolIndex.relevance`), by how the request is parted into asks.
+        # And whether the question needs no more different tools than it has asks (past that, a new tool's name
+        # is lowered by BEYOND_ASKS_LOGITS).
+        top5 = picked[:5]
+        for split, rel, n_asks in (
+                ("request whole", hybrid - hybrid.max(), 1),
+                ("every \"and\" an ask", index.relevance(query, hybrid, strict=False), len(asks(query))),
+                ("asks (shipped)", index.relevance(query, hybrid), len(asks(query, strict=True)))):
+            near = DEFAULT_PRIOR_WEIGHT * rel > -RELEVANT_LOGITS
+            asked[(case.category, split)].append((statistics.mean(bool(near[i]) for i in want),
+                                                  sum(bool(near[i]) for i in top5 if i not in want),
+                                                  len(want) <= max(1, n_asks)))
     rows = []
     for cat in (*CATEGORIES, "all"):
         for mode in MODES:
@@ -116,7 +136,22 @@ def recall(libs: Libraries, cases) -> dict:
             row = {"category": cat, "mode": mode, "questions": len(hits[(cat, mode, 1)])}
             row.update({f"recall@{k}": round(statistics.mean(hits[(cat, mode, k)]), 3) for k in KS})
             rows.append(row)
-    return {"rows": rows, "search_ms_p50": round(statistics.median(search_ms), 2)}
+    relevant = [{"category": cat, "split": split, "questions": len(v),
+                 "ground_truth_asked": round(statistics.mean(g for g, _, _ in v), 3),
+                 "others_asked": round(statistics.mean(o for _, o, _ in v), 3),
+                 "within_asks": round(statistics.mean(w for _, _, w in v), 3)} for (cat, split), v in asked.items()]
+    return {"rows": rows, "relevance": relevant, "search_ms_p50": round(statistics.median(search_ms), 2)}
+
+
+def is_twin(case, calls) -> bool:
+    """One call, to another tool than the one ground truth, whose arguments the ground truth accepts under its
+    own name: a functional twin the library holds (`gcd(a=12, b=18)` for `math.gcd(a=12, b=18)`). BFCL scores
+    it wrong, since only the question's own function is right; no ranking can tell which twin a question was
+    written for."""
+    want = ground_truth_names(case)
+    if not calls or len(calls) != 1 or len(want) != 1 or calls[0][0] == want[0]:
+        return False
+    return check_calls([(want[0], calls[0][1])], case.functions, case.ground_truth, case.category).ok
 
 
 def setup_label(k: int, weight: float) -> str:
@@ -150,7 +185,7 @@ def end_to_end(libs: Libraries, cases, model, tok, ks=(3, 5), weights=(0.0,),
             offered = res.retrieved_tools or [f["name"] for f in case.functions]
             want = ground_truth_names(case)
             records.append({"id": case.id, "category": case.category, "setup": setup, "ok": result.ok,
-                            "reason": None if result.ok else result.reason,
+                            "reason": None if result.ok else result.reason, "twin": is_twin(case, calls),
                             "retrieved_all": all(n in offered for n in want),
                             "prompt_tokens": res.stats.prompt_tokens, "seconds": round(seconds, 3),
                             "calls": [{"name": n, "arguments": a} for n, a in calls or []]})
@@ -187,6 +222,8 @@ def sealtools_end_to_end(model, tok, k: int, weights, limit: int | None, data_di
                            max_new_tokens=max_new_tokens)
             verdict = score(item, [(c.name, c.arguments) for c in res.tool_calls])
             records.append({"id": item.id, "setup": setup, "calls_expected": len(item.ground_truth),
+                            "tools_expected": len(want),
+                            "asks": max(1, len(asks(request_text(item.messages), strict=True))),
                             "ok": bool(verdict["call_ok"]),
                             "names_ok": sorted({c.name for c in res.tool_calls}) == want,
                             "offered_all": set(want) <= set(res.retrieved_tools or want)})
@@ -213,6 +250,7 @@ def summarise(records: list[dict]) -> list[dict]:
         timed = [r for r in rs if r["seconds"] is not None]
         rows.append({"category": cat, "setup": setup, "questions": len(rs),
                      "accuracy": round(sum(r["ok"] for r in rs) / len(rs), 3),
+                     "accuracy_twin_ok": round(sum(r["ok"] or r.get("twin", False) for r in rs) / len(rs), 3),
                      "ground_truth_offered": round(sum(r.get("retrieved_all", True) for r in rs) / len(rs), 3),
                      "prompt_tokens_mean": round(statistics.mean(r["prompt_tokens"] for r in timed), 1),
                      "seconds_per_call": round(statistics.mean(r["seconds"] for r in timed), 3)})
@@ -224,9 +262,10 @@ def summarise(records: list[dict]) -> list[dict]:
 
 def losses(records: list[dict]) -> list[dict]:
     """Per category and retrieval setup, what became of the questions the oracle answered right: kept, or lost
-    because retrieval left a ground-truth function out, the model chose another offered tool, it added a call
-    to another tool (often a near-twin of the right one), or it got the arguments wrong or made no call; and `gained`: the
-    oracle wrong, retrieval right."""
+    because retrieval left a ground-truth function out, the model chose another offered tool (`_twin`: a
+    functional twin of the right one, `is_twin`), it added a call to another tool (often a near-twin of the
+    right one), it called one tool again with other arguments, or it got the arguments wrong or made no call;
+    and `gained`: the oracle wrong, retrieval right."""
     by = defaultdict(dict)
     for r in records:
         by[(r["category"], r["id"])][r["setup"]] = r
@@ -250,12 +289,13 @@ def losses(records: list[dict]) -> list[dict]:
                 c["lost_not_offered"] += 1
             elif tag == "wrong_func_name":
                 c["lost_other_tool"] += 1
+                c["lost_other_tool_twin"] += bool(r.get("twin"))
             elif tag == "wrong_count" and len(r.get("calls") or []) > 1:
-                c["lost_extra_call"] += 1
+                c["lost_repeat" if len({x["name"] for x in r["calls"]}) == 1 else "lost_extra_call"] += 1
             else:
                 c["lost_other"] += 1
-    cols = ("oracle_right", "kept", "lost_not_offered", "lost_other_tool", "lost_extra_call", "lost_other",
-            "gained")
+    cols = ("oracle_right", "kept", "lost_not_offered", "lost_other_tool", "lost_other_tool_twin", "lost_extra_call",
+            "lost_repeat", "lost_other", "gained")
     return [{"category": cat, "setup": setup, **{k: c[k] for k in cols}}
             for (cat, setup), c in sorted(counts.items(), key=lambda kv: (CATEGORIES.index(kv[0][0]), kv[0][1]))]
 
@@ -297,6 +337,9 @@ def main(argv=None) -> int:
                     help="categories answered end to end (recall always covers all four)")
     ap.add_argument("--ks", type=int, nargs="+", default=[3, 5], help="retrieve=k setups end to end")
     ap.add_argument("--recall-only", action="store_true", help="skip the model")
+    ap.add_argument("--report-only", action="store_true",
+                    help="rewrite results.md, the tables and the plot from the results.json already in --out "
+                         "(no search, no model): after a change to how a finished run is reported")
     ap.add_argument("--sealtools", action="store_true",
                     help="end to end on Seal-Tools' held-out requests over the Seal-Tools library instead of BFCL "
                          "(where the default name-prior weight was chosen); uses the first of --ks")
@@ -312,13 +355,16 @@ def main(argv=None) -> int:
 
     if args.sealtools:
         return sealtools_main(args)
+    if args.report_only:
+        return report_only(args.out, args.diversity)
     cases = [c for cat in CATEGORIES for c in load_bfcl(cat, data_dir=args.data)]
     base, distinct = library(cases)
     libs = Libraries(base, args.diversity)
     rec = recall(libs, cases)
-    rows = {"recall": rec["rows"], "end_to_end": [], "losses": []}
     extra = {"library": {"distinct_functions": distinct, "distinct_names": len(base),
-                         "search_ms_p50": rec["search_ms_p50"]}}
+                         "search_ms_p50": rec["search_ms_p50"], "diversity": libs.diversity},
+             "relevance": rec["relevance"]}
+    records = None
     if not args.recall_only:
         from constrained_fc import load_model
         model, tok = load_model(args.model)
@@ -327,6 +373,24 @@ def main(argv=None) -> int:
         chosen = [c for cat in args.categories for c in load_bfcl(cat, data_dir=args.data, limit=args.limit)]
         records = end_to_end(libs, chosen, model, tok, tuple(args.ks), tuple(args.prior_weights),
                              args.max_new_tokens)
+    return report(args.out, rec["rows"], extra, records)
+
+
+def report_only(out: str, diversity: float) -> int:
+    path = Path(out) / "results.json"
+    if not path.is_file():
+        raise SystemExit(f"--report-only: no {path} (run the benchmark first)")
+    payload = json.loads(path.read_text("utf-8"))
+    extra = {k: payload[k] for k in ("library", "relevance", "model") if k in payload}
+    extra["library"].setdefault("diversity", diversity)  # results written before it was recorded
+    return report(out, [r for r in payload["rows"] if "mode" in r], extra, payload.get("records"))
+
+
+def report(out: str, recall_rows: list[dict], extra: dict, records: list[dict] | None) -> int:
+    """Write results.json / .md and the plot: recall rows, and the end-to-end tables from `records` (None:
+    recall only)."""
+    rows = {"recall": recall_rows, "end_to_end": [], "losses": []}
+    if records is not None:
         rows["end_to_end"] = summarise(records)
         rows["losses"] = extra["losses"] = losses(records)
         extra["records"] = records
@@ -335,28 +399,49 @@ def main(argv=None) -> int:
           f"Library: every distinct function of BFCL simple, multiple, parallel and parallel_multiple: "
           f"{lib['distinct_functions']} (name, schema) pairs under {lib['distinct_names']} names; a question sees "
           f"its own version of a shared name. Hybrid search p50: {lib['search_ms_p50']} ms per request. "
-          f"Diversity (maximal marginal relevance, `hybrid+mmr` and end to end): {libs.diversity}."]
+          f"Diversity (maximal marginal relevance, `hybrid+mmr` and end to end): {lib['diversity']}."]
     if "prompt_tokens_whole_library" in lib:
         md.append(f"The whole library in one prompt would be {lib['prompt_tokens_whole_library']:,} tokens "
                   "(the model reads 8,192).")
     md += ["\n## recall@k of the ground-truth functions\n",
-           md_table(rec["rows"], ["category", "mode", "questions", *[f"recall@{k}" for k in KS]])]
+           md_table(recall_rows, ["category", "mode", "questions", *[f"recall@{k}" for k in KS]])]
+    if extra.get("relevance"):
+        md += ["\n## Which tools the name prior treats as asked for\n",
+               f"Within {RELEVANT_LOGITS:g} logits of the best at the default weight ({DEFAULT_PRIOR_WEIGHT:g} x "
+               "`ToolIndex.relevance`): the share of a question's ground-truth functions so treated, and the number of "
+               "other top-5 tools so treated per question (a second call to one of them is not pushed away). By how "
+               "the request is parted into asks: not at all, at every \"and\", or as shipped (a plain \"and\" "
+               f"parts two asks only between clauses of {MIN_STRICT_AND_WORDS} words or more). simple and multiple "
+               "questions ask for one function; parallel_multiple questions for several. Last column: the share of "
+               "questions whose ground truth calls no more different functions than the request has asks; past that "
+               f"many, a new tool's name is lowered by {BEYOND_ASKS_LOGITS:g} more logits (`runtime.session`).\n",
+               md_table(extra["relevance"], ["category", "split", "questions", "ground_truth_asked", "others_asked",
+                                           "within_asks"],
+                        ["category", "asks", "questions", "ground truth treated as asked for",
+                         "other top-5 tools treated as asked for", "tools needed <= asks"])]
     if rows["end_to_end"]:
         md += [f"\n## End to end ({extra['model']}, tool_choice=auto, constrained)\n",
                md_table(rows["end_to_end"], ["category", "setup", "questions", "accuracy", "vs_oracle_points",
-                                             "ground_truth_offered", "prompt_tokens_mean", "seconds_per_call"],
+                                             "accuracy_twin_ok", "ground_truth_offered", "prompt_tokens_mean",
+                                             "seconds_per_call"],
                         ["category", "tools offered", "questions", "AST accuracy", "vs oracle (points)",
-                         "ground truth offered", "prompt tokens", "s / call"])]
+                         "twin counted right", "ground truth offered", "prompt tokens", "s / call"]),
+               "\nTwin counted right: the accuracy if a call to a functional twin of the ground truth counted: one "
+               "call, to another library tool, whose arguments BFCL's checker accepts under the ground truth's "
+               "name (`gcd(num1=12, num2=18)` for `math.gcd`). The library holds many such twins, each written "
+               "for its own question; the oracle never sees them."]
         md += ["\n### Where retrieval loses\n",
                "Questions the oracle answered right, and what became of each with retrieval: kept; ground truth "
-               "not offered; another offered tool chosen; an extra call to another tool; wrong arguments or no call. "
-               "Gained: the oracle wrong, retrieval right.\n",
+               "not offered; another offered tool chosen (of them, a twin of the ground truth); an extra call to "
+               "another tool; the same tool called again with other arguments; wrong arguments or no call. Gained: "
+               "the oracle wrong, retrieval right.\n",
                md_table(rows["losses"], ["category", "setup", "oracle_right", "kept", "lost_not_offered",
-                                         "lost_other_tool", "lost_extra_call", "lost_other", "gained"],
+                                         "lost_other_tool", "lost_other_tool_twin", "lost_extra_call", "lost_repeat",
+                                         "lost_other", "gained"],
                         ["category", "tools offered", "oracle right", "kept", "not offered", "other tool chosen",
-                         "extra call", "wrong arguments or no call", "gained"])]
-    out = write_results(args.out, rows["recall"] + rows["end_to_end"], "\n".join(md) + "\n", extra)
-    plot(out, rec["rows"], rows["end_to_end"])
+                         "of them twins", "extra call", "called again", "wrong arguments or no call", "gained"])]
+    out = write_results(out, rows["recall"] + rows["end_to_end"], "\n".join(md) + "\n", extra)
+    plot(out, recall_rows, rows["end_to_end"])
     print("\n".join(md))
     print(f"wrote {out}")
     return 0
@@ -368,13 +453,17 @@ def sealtools_main(args) -> int:
     k = args.ks[0]
     rows, records = sealtools_end_to_end(model, tok, k, args.prior_weights, args.limit, args.data,
                                          args.max_new_tokens)
+    oracle = [r for r in records if r["setup"] == "oracle"]
+    within = sum(r["tools_expected"] <= r["asks"] for r in oracle)
     md = [f"# Many tools: Seal-Tools held-out requests, retrieve={k} over the Seal-Tools library\n",
           f"{model_label(args.model)}, tool_choice=auto, constrained. Requests for tools no training example calls "
           "or offers; oracle = each request's own tools; `+ prior W` = the ranking steers the name "
           "(`ToolIndex(prior_weight=W)`). Accuracy: the call(s) right by BFCL's AST rules; right tools named: "
           "the set of called names is the expected one.\n",
           md_table(rows, ["requests", "setup", "n", "accuracy", "right_tools_named", "ground_truth_offered"],
-                   ["requests", "tools offered", "n", "call accuracy", "right tools named", "ground truth offered"])]
+                   ["requests", "tools offered", "n", "call accuracy", "right tools named", "ground truth offered"]),
+          f"\nRequests that need no more different tools than they have asks (`retrieval.asks`; past that many a "
+          f"new tool's name is lowered by {BEYOND_ASKS_LOGITS:g} more logits): {within} of {len(oracle)}."]
     out = write_results(args.out, rows, "\n".join(md) + "\n", {"model": model_label(args.model),
                                                                 "records": records})
     print("\n".join(md))

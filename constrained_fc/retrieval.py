@@ -19,8 +19,9 @@ ask. A request whose script the English embedder cannot read is ranked by BM25 a
 
 The ranking is used twice: it chooses the k tools a turn offers, and it steers which of them the model names
 (`Offer.name_prior`, `ToolIndex(prior_weight=...)`): a small model offered near-twins often names the wrong one,
-and the ranking is right more often than it is, so at a call's name each offered name's logits get the
-ranking's verdict added (see DEFAULT_PRIOR_WEIGHT). The grammar still decides what may be written; the prior
+or after the right call goes on to call a second offered tool the request never asked for; the ranking is
+right more often than it is, so at a call's name each offered name's logits get the ranking's verdict added
+(`ToolIndex.relevance`, see DEFAULT_PRIOR_WEIGHT). The grammar still decides what may be written; the prior
 only moves the choice among what it allows.
 """
 from __future__ import annotations
@@ -60,15 +61,25 @@ _SPLIT_NAME = re.compile(r"(?<=[a-z0-9])(?=[A-Z])|[_.\-/]+")
 # benchmarks/many_tools.py --recall-only (rows `hybrid` against `hybrid, whole request`): BFCL recall@5 0.946 ->
 # 0.951, parallel_multiple 0.853 -> 0.881; recall@5 of the single-ask categories unchanged.
 _SENTENCE = re.compile(r"(?<=[.?!;])\s+|\s*\n+\s*")
-_CLAUSE = re.compile(r",?\s+(?:and then|and also|and|then|also)\s+", re.I)
+_CONNECTOR = re.compile(r",?\s+(?:and then|and also|then|also)\s+", re.I)
+_AND = re.compile(r",?\s+and\s+", re.I)
 MIN_ASK_WORDS = 3  # shorter pieces ("the area", "10 and 5") are not asks of their own
+# asks(strict=True), for which tools a request asks for (`ToolIndex.relevance`): a plain "and" parts two asks
+# only when each side has this many words. A fragment taken for an ask ("... with a base of 10 | and height of 5")
+# makes its best tool look requested; `benchmarks/many_tools.py --recall-only` (the "treated as asked for"
+# table) counts, per BFCL request, the other tools so treated and the ground-truth tools that are, with the
+# request whole, every "and" an ask, and this rule.
+MIN_STRICT_AND_WORDS = 6
 # The ranking also steers which offered tool the model names: at a call's name, each name's first tokens get
-# prior_weight x (its hybrid score - the best score of an offered tool not yet called) added to their logits
-# (`Offer.name_prior`, applied by `runtime.session`). A small model often names a near-twin it was offered
-# rather than the tool the request asks for; the ranking knows better more often than it does. 0 turns it off.
-# Chosen on Seal-Tools' held-out requests, not on BFCL (`benchmarks/many_tools.py --sealtools`): call accuracy
-# 0.205 at weight 0, 0.261 at 10, 0.295 at 30 and the same at 60, so 30: between two names 0.1 apart in score it
-# moves the logits by 3, so a model that is sure still overrules it.
+# prior_weight x its relevance (`ToolIndex.relevance`: its hybrid score - the best tool's, for the request or
+# for one of its asks, so 0 for the best tool of each ask and below 0 for the rest) added to their logits; a tool
+# already called in the list counts as 0 (`Offer.name_prior`, applied by `runtime.session`). A small model often
+# names a near-twin it was offered rather than the tool the request asks for, or goes on to call a second
+# offered tool nothing asked for (a repeat of the first instead is dropped by the duplicate rule; once the list
+# has called one tool per ask, a new one is lowered more: `runtime.session.BEYOND_ASKS_LOGITS`); the ranking
+# knows better more often than it does. 0 turns it off. Chosen on Seal-Tools' held-out requests, not on BFCL
+# (`benchmarks/many_tools.py --sealtools`, README): 30 moves the logits by 3 between two names 0.1 apart in
+# score, so a model that is sure still overrules it.
 DEFAULT_PRIOR_WEIGHT = 30.0
 
 
@@ -84,10 +95,13 @@ def _checked_diversity(d: float) -> float:
 
 @dataclass
 class Offer:
-    """What one turn offers: its tools (library order) and, per tool name, the weighted ranking score that
-    steers the model's choice among them (see DEFAULT_PRIOR_WEIGHT; {} when the weight is 0)."""
+    """What one turn offers: its tools (library order) and, per tool name, prior_weight x its relevance
+    (<= 0), which steers the model's choice among them (see DEFAULT_PRIOR_WEIGHT; {} when the weight is 0);
+    `asks`: how many separate asks the request holds (`asks`, at least 1), so how many different tools one
+    call list should need (see `runtime.session.BEYOND_ASKS_LOGITS`)."""
     tools: list
     name_prior: dict
+    asks: int = 1
 
 
 @dataclass(frozen=True)
@@ -115,11 +129,18 @@ def tool_text(tool: Tool) -> str:
     return text + (" Parameters: " + "; ".join(params) if params else "")
 
 
-def asks(request: str) -> list[str]:
+def asks(request: str, *, strict: bool = False) -> list[str]:
     """The separate asks of a request ("What is the weather in Paris, and play some jazz." -> "What is the
-    weather in Paris", "play some jazz."), or [] when it holds only one."""
-    pieces = [c for sentence in _SENTENCE.split(request) for c in _CLAUSE.split(sentence)
-              if len(c.split()) >= MIN_ASK_WORDS]
+    weather in Paris", "play some jazz."), or [] when it holds only one. Sentences and clauses joined by
+    "then" / "also" are asks; so are clauses joined by a plain "and", which with `strict` must each have
+    MIN_STRICT_AND_WORDS words ("a base of 10 and a height of 5" stays one ask)."""
+    pieces = []
+    for sentence in _SENTENCE.split(request):
+        for clause in _CONNECTOR.split(sentence):
+            parts = _AND.split(clause)
+            if strict and not all(len(p.split()) >= MIN_STRICT_AND_WORDS for p in parts):
+                parts = [clause]
+            pieces += [p for p in parts if len(p.split()) >= MIN_ASK_WORDS]
     return pieces if len(pieces) > 1 else []
 
 
@@ -360,7 +381,7 @@ class ToolIndex:
         return self.offer(messages, k, tool_choice=tool_choice).tools
 
     def offer(self, messages: Sequence[dict], k: int, *, tool_choice: Any = "auto") -> Offer:
-        """`select`'s tools, with the weighted score of each (`Offer.name_prior`, see DEFAULT_PRIOR_WEIGHT)."""
+        """`select`'s tools, with the weighted relevance of each (`Offer.name_prior`, see DEFAULT_PRIOR_WEIGHT)."""
         query = request_text(messages)
         order, (hybrid, _, _) = self.order(query, k)
         chosen = {self.names[i] for i in order}
@@ -371,9 +392,23 @@ class ToolIndex:
                 raise ConstrainedFCError(f"tool_choice names {forced!r}, which is not among the tools")
             chosen.add(forced)
         picked = sorted(self._position[n] for n in chosen)
-        prior = ({self.names[i]: self.prior_weight * float(hybrid[i]) for i in picked}
-                 if self.prior_weight else {})
-        return Offer([self.tools[i] for i in picked], prior)
+        prior = {}
+        if self.prior_weight:
+            rel = self.relevance(query, hybrid)
+            prior = {self.names[i]: self.prior_weight * float(rel[i]) for i in picked}
+        return Offer([self.tools[i] for i in picked], prior, max(1, len(asks(query, strict=True))))
+
+    def relevance(self, query: str, hybrid: np.ndarray | None = None, *, strict: bool = True) -> np.ndarray:
+        """Each tool's hybrid score minus the best tool's, for the whole request and for each of its `asks`
+        (`strict`, see MIN_STRICT_AND_WORDS), whichever is larger: 0 for the best tool of the request and for the
+        best of each ask, below 0 for the rest. `hybrid`: `scores(query)[0]`, when already computed."""
+        if hybrid is None:
+            hybrid = self.scores(query)[0]
+        rel = hybrid - hybrid.max()
+        for ask in asks(query, strict=strict):
+            h = self.scores(ask, split=False)[0]
+            rel = np.maximum(rel, h - h.max())
+        return rel
 
 
 def _scaled(x: np.ndarray) -> np.ndarray:

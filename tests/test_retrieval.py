@@ -79,6 +79,14 @@ def test_asks_splits_a_request_into_its_separate_asks():
     assert asks("Book a table for two. Then send an email to Ann about it.") == [
         "Book a table for two.", "Then send an email to Ann about it."]
     assert asks("Find the area of a triangle with base 10 and height 5") == []  # one ask
+    fragment = "Find the area of a triangle with a base of 10 units and height of 5 units."
+    assert asks(fragment) == ["Find the area of a triangle with a base of 10 units", "height of 5 units."]
+    assert asks(fragment, strict=True) == []  # for relevance, "height of 5 units." is not an ask of its own
+    two = "Book a table for two at eight tonight and send the invitation to Anna by email."
+    assert asks(two, strict=True) == ["Book a table for two at eight tonight",
+                                      "send the invitation to Anna by email."]
+    assert asks("Book a table. Then send an email to Ann about it.", strict=True) == [
+        "Book a table.", "Then send an email to Ann about it."]
     assert asks("") == []
 
 
@@ -187,13 +195,29 @@ def test_an_offer_carries_the_ranking_as_a_name_prior():
     msgs = [{"role": "user", "content": "weather in Rome"}]
     offer = ToolIndex(SMALL, prior_weight=4.0, progress=False).offer(msgs, 2)
     assert set(offer.name_prior) == {t.name for t in offer.tools} and len(offer.tools) == 2
-    assert max(offer.name_prior, key=offer.name_prior.get) == "get_weather"
-    assert all(0 <= p <= 4.0 for p in offer.name_prior.values())
+    assert offer.name_prior["get_weather"] == 0.0  # the best tool; the other is below it, by at most the weight
+    assert all(-4.0 <= p < 0 for n, p in offer.name_prior.items() if n != "get_weather")
     assert ToolIndex(SMALL, prior_weight=0, progress=False).offer(msgs, 2).name_prior == {}
     assert offer_tools(SMALL, msgs, 10).name_prior == {}  # nothing ranked: nothing to steer by
     for bad in (-1, "2", True):
         with pytest.raises(ToolIndexError, match="prior_weight"):
             ToolIndex(SMALL, prior_weight=bad, progress=False)
+
+
+def test_the_best_tool_of_each_ask_is_relevant():
+    # One ask: only its best tool scores 0. Two asks: the best tool of each does, so a second call to it is
+    # not pushed away; a tool neither ask wants stays below.
+    index = ToolIndex(SMALL, progress=False)
+    one = index.relevance("What is the weather in Rome tomorrow?")
+    assert one[index.names.index("get_weather")] == 0 and int((one == 0).sum()) == 1
+    two = index.relevance("What is the weather in Rome tomorrow, and play the song Yesterday on the speaker.")
+    assert two[index.names.index("get_weather")] == 0 and two[index.names.index("play_music")] == 0
+    assert two[index.names.index("convert_currency")] < 0 and two[index.names.index("send_email")] < 0
+    offer = index.offer([{"role": "user", "content": "What is the weather in Rome tomorrow, and play the song "
+                                                     "Yesterday on the speaker."}], 3)
+    assert offer.name_prior["get_weather"] == offer.name_prior["play_music"] == 0.0
+    assert offer.asks == 2  # two different tools expected in one call list (runtime.session.BEYOND_ASKS_LOGITS)
+    assert index.offer([{"role": "user", "content": "What is the weather in Rome and in Paris tomorrow?"}], 3).asks == 1
 
 
 def test_duplicate_names_are_an_error_naming_the_tool():
@@ -273,6 +297,23 @@ def test_the_ranking_steers_the_model_away_from_a_near_twin(smollm, library):
     assert [c.name for c in alone.tool_calls][:1] == ["solve_quadratic"]
     assert [c.name for c in steered.tool_calls] == ["algebra.quadratic_roots"]
     assert all(c.valid for c in steered.tool_calls)
+
+
+@pytest.mark.model
+@pytest.mark.parametrize("question", [48, 60])
+def test_the_ranking_stops_a_second_call_to_a_tool_nobody_asked_for(smollm, library, question):
+    # BFCL simple_48 asks for a density, simple_60 for a mutation type: one call each. Left to itself, the model
+    # goes on to call a second offered tool (entropy_change.calculate, analyze_dna_sequence). With the ranking
+    # as a prior that next call is pushed to a repeat of the first, which the duplicate rule drops.
+    from constrained_fc import generate
+    model, tok = smollm
+    case = load_bfcl("simple")[question]
+    want = next(iter(case.ground_truth[0]))
+    alone = generate(model, tok, case.messages, ToolIndex(library, prior_weight=0, progress=False), retrieve=3)
+    steered = generate(model, tok, case.messages, library, retrieve=3)
+    assert [c.name for c in alone.tool_calls][0] == want and len(alone.tool_calls) == 2
+    assert [c.name for c in steered.tool_calls] == [want] and steered.tool_calls[0].valid
+    assert steered.stats.duplicates_dropped == 1
 
 
 @pytest.mark.model

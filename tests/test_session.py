@@ -164,7 +164,7 @@ def _greedy_names(tok, s, limit=40):
 def test_the_retrieval_prior_steers_the_choice_of_name(tokenizer, favoured):
     # Flat logits: without a prior the first allowed token wins; with one, the best-ranked name does, whatever
     # its place in the list and whether or not it shares its first tokens with another name.
-    prior = {n: (10.0 if n == favoured else 5.0) for n in ("math_gcd", "math_lcm", "number_theory_gcd")}
+    prior = {n: (0.0 if n == favoured else -5.0) for n in ("math_gcd", "math_lcm", "number_theory_gcd")}
     s = Session(CallPlan(tokenizer, TWINS, name_prior=prior), n_vocab(tokenizer), started=True)
     assert _greedy_names(tokenizer, s)[:1] == [favoured]
 
@@ -179,7 +179,7 @@ def test_without_a_prior_the_name_is_the_models_choice(tokenizer):
 
 
 def test_the_prior_leaves_free_text_and_arguments_alone(tokenizer):
-    plan = CallPlan(tokenizer, TWINS, name_prior={"math_gcd": 10.0, "math_lcm": 0.0, "number_theory_gcd": 0.0})
+    plan = CallPlan(tokenizer, TWINS, name_prior={"math_gcd": 0.0, "math_lcm": -9.0, "number_theory_gcd": -9.0})
     s = Session(plan, n_vocab(tokenizer))
     logits = torch.randn(n_vocab(tokenizer))
     before = logits.clone()
@@ -193,15 +193,60 @@ def test_the_prior_leaves_free_text_and_arguments_alone(tokenizer):
     assert len(allowed) > 0 and bool((allowed == 0).all())  # a number's digits: mask only, no bias
 
 
-def test_a_tool_already_called_is_not_pushed_away_from_a_second_call(tokenizer):
-    prior = {"math_gcd": 10.0, "math_lcm": 5.0, "number_theory_gcd": 0.0}
-    s = Session(CallPlan(tokenizer, TWINS, name_prior=prior), n_vocab(tokenizer), started=True, rollback=True)
+def test_a_second_call_keeps_to_called_tools_and_the_tools_the_request_asks_for(tokenizer):
+    # The request asks for math_gcd (0) and, in a second ask, math_lcm (0); number_theory_gcd is a near-twin
+    # it does not ask for (-5). After a call to math_gcd, a next call to math_gcd (parallel) or math_lcm keeps
+    # the top; the twin stays 5 below, so a model unsure between it and a repeat writes the repeat.
+    prior = {"math_gcd": 0.0, "math_lcm": 0.0, "number_theory_gcd": -5.0}
+    s = Session(CallPlan(tokenizer, TWINS, name_prior=prior, asks=2), n_vocab(tokenizer), started=True,
+                rollback=True)
     _write(tokenizer, s, '[{"name": "math_gcd", "arguments": {"n": 1}}, {"name": "')
     assert s.scanner.open_name() == ""
     logits = torch.zeros(n_vocab(tokenizer))
     s.constrain(logits, allocate_bitmask(1, n_vocab(tokenizer)))
     text = {t: tokenizer.decode([t]) for t in torch.isfinite(logits).nonzero().flatten().tolist()}
     best = {text[t] for t in text if logits[t] == logits[torch.isfinite(logits)].max()}
-    # the called tool and the best tool not yet called share the top; the third is pushed down by 5
-    assert all("math_gcd".startswith(b) or "math_lcm".startswith(b) for b in best)
+    assert best and all("math_gcd".startswith(b) or "math_lcm".startswith(b) for b in best)
     assert any(logits[t] == -5.0 for t in text if "number_theory_gcd".startswith(text[t]))
+
+
+def test_a_called_tool_counts_as_relevant_at_the_next_call(tokenizer):
+    # The model's first call overruled the prior (number_theory_gcd, -5): a second call to it is not pushed
+    # away (0, like the best tool), since the model's own choice may be the right one. (Two asks: the
+    # penalty past the asks, tested below, stays out of it.)
+    prior = {"math_gcd": 0.0, "math_lcm": -8.0, "number_theory_gcd": -5.0}
+    s = Session(CallPlan(tokenizer, TWINS, name_prior=prior, asks=2), n_vocab(tokenizer), started=True,
+                rollback=True)
+    _write(tokenizer, s, '[{"name": "number_theory_gcd", "arguments": {"n": 1}}, {"name": "')
+    logits = torch.zeros(n_vocab(tokenizer))
+    s.constrain(logits, allocate_bitmask(1, n_vocab(tokenizer)))
+    text = {t: tokenizer.decode([t]) for t in torch.isfinite(logits).nonzero().flatten().tolist()}
+    twin = [t for t in text if "number_theory_gcd".startswith(text[t])]
+    assert twin and all(logits[t] == 0.0 for t in twin)
+
+@pytest.mark.parametrize("asks", [1, 2])
+def test_past_its_asks_a_list_keeps_to_the_tools_it_called(tokenizer, asks):
+    # One ask, answered by a call to math_gcd: a next call to a new tool, even one the ranking rates as high as
+    # math_lcm, is lowered by BEYOND_ASKS_LOGITS, so a model unsure of it writes a repeat (which the duplicate
+    # rule drops). Two asks: one tool per ask is expected, math_lcm keeps its prior.
+    from constrained_fc.runtime.session import BEYOND_ASKS_LOGITS
+    prior = {"math_gcd": 0.0, "math_lcm": 0.0, "number_theory_gcd": -1.0}
+    spent = BEYOND_ASKS_LOGITS if asks == 1 else 0.0
+    assert BEYOND_ASKS_LOGITS > 0
+
+    def next_logits(written):
+        s = Session(CallPlan(tokenizer, TWINS, name_prior=prior, asks=asks), n_vocab(tokenizer), started=True,
+                    rollback=True)
+        _write(tokenizer, s, '[{"name": "math_gcd", "arguments": {"n": 1}}, {"name": "' + written)
+        logits = torch.zeros(n_vocab(tokenizer))
+        s.constrain(logits, allocate_bitmask(1, n_vocab(tokenizer)))
+        return logits, {t: tokenizer.decode([t]) for t in torch.isfinite(logits).nonzero().flatten().tolist()}
+
+    logits, text = next_logits("")
+    twin = [t for t in text if "number_theory_gcd".startswith(text[t])]
+    assert twin and all(logits[t] == -1.0 - spent for t in twin)
+    logits, text = next_logits("math_")  # past the shared prefix: gcd (called) or lcm (new)
+    lcm = [t for t in text if "lcm".startswith(text[t])]
+    gcd = [t for t in text if "gcd".startswith(text[t])]
+    assert lcm and gcd
+    assert all(logits[t] == -spent for t in lcm) and all(logits[t] == 0.0 for t in gcd)

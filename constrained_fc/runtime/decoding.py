@@ -252,10 +252,10 @@ class _Decoder:
         from ..chat import encode_prompt
         self.model, self.tok = model, tokenizer
         self.retrieved: list[str] | None = None  # the names of the tools retrieve=k chose
-        name_prior = None
+        name_prior, asks = None, 1
         if retrieve is not None or isinstance(tools, ToolIndex):
             offer = offer_tools(tools, messages, retrieve, tool_choice=tool_choice)
-            tools, name_prior = offer.tools, offer.name_prior
+            tools, name_prior, asks = offer.tools, offer.name_prior, offer.asks
             self.retrieved = [t.name if isinstance(t, Tool) else normalize_tool(t, i).name
                               for i, t in enumerate(tools)]
         if schema is not None:
@@ -263,7 +263,7 @@ class _Decoder:
             tools_for_prompt = None
         else:
             self.plan = CallPlan(tokenizer, tools, tool_choice=tool_choice, options=options,
-                                 name_prior=name_prior)
+                                 name_prior=name_prior, asks=asks)
             tools_for_prompt = [t.to_openai() for t in self.plan.grammar.tools] if self.plan.grammar else tools
         self.prompt_ids = encode_prompt(tokenizer, messages, tools_for_prompt or None)
         self.fast_forward = fast_forward

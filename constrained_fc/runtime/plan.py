@@ -35,12 +35,14 @@ class CallPlan:
     end-of-sequence token ids, and the tool_choice mode."""
 
     def __init__(self, tokenizer, tools, *, tool_choice: Any = "auto", options: Options | None = None,
-                 name_prior: dict | None = None):
+                 name_prior: dict | None = None, asks: int = 1):
         from ..chat import uses_native_tool_format
         self.tokenizer = tokenizer
-        # {tool name: weighted ranking score} from retrieval (`retrieval.Offer`): steers the choice of a call's
-        # name (`Session.constrain`); {} leaves the model's choice alone.
+        # {tool name: weighted relevance, <= 0} from retrieval (`retrieval.Offer`): steers the choice of a call's
+        # name (`Session.constrain`); {} leaves the model's choice alone. `asks`: the request's separate asks,
+        # how many different tools a call list should need (`session.BEYOND_ASKS_LOGITS`).
         self.name_prior = dict(name_prior or {})
+        self.asks = asks
         options = options or Options()
         self.call_format = get_format(options.format or uses_native_tool_format(tokenizer) or DEFAULT_FORMAT)
         self.format = self.call_format.name

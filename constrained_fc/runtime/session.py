@@ -21,6 +21,12 @@ TEXT, CALL, CLOSING, DONE = "text", "call", "closing", "done"
 # The name prior is applied only where the mask leaves this few tokens (a choice among names): it costs a
 # decode of each allowed token's text, which must stay off the per-token path of free text.
 MAX_PRIOR_TOKENS = 512
+# Once a call list has called as many different tools as the request has asks (`plan.asks`), a call to yet
+# another tool is lowered by this much more: a small model offered k tools drifts into calling a second one
+# after the right call (the oracle, offered one tool, cannot). Enough to turn a drift into a repeat of a called
+# tool (dropped by the duplicate rule when identical), not a mask: a model that is sure still overrules it. How
+# many tools the requests of BFCL and Seal-Tools call against their asks: `benchmarks/many_tools.py`, README.
+BEYOND_ASKS_LOGITS = 6.0
 
 
 class Session:
@@ -88,9 +94,12 @@ class Session:
             self.matcher.prefetch_mask(bitmask, row)
 
     def _steer_name(self, logits: torch.Tensor) -> None:
-        """At a call's name, add the retrieval prior (`plan.name_prior`) to each allowed token: the largest
-        prior of the names that token keeps possible, relative to the best name not yet called in this list (a
-        tool already called keeps 0, so a second call to it, or to the next-best tool, is not pushed away)."""
+        """At a call's name, add the retrieval prior (`plan.name_prior`, 0 for the best tool of the request and
+        of each of its asks, below 0 for the rest) to each allowed token: the largest prior of the names that
+        token keeps possible. A tool already called in this list counts as 0, so a parallel call to it is not
+        pushed away; a next call to a tool the request does not ask for is (it turns into a repeat of a called
+        tool, which the duplicate rule drops, or into a parallel call the model is sure of), and so, by
+        BEYOND_ASKS_LOGITS more, is any new tool once the list has called one tool per ask."""
         partial = self.scanner.open_name()
         if partial is None:
             return
@@ -99,12 +108,8 @@ class Session:
             return
         sc = self.scanner
         called = {sc.name(c) for c in sc.calls if c.complete}
-        prior = self.plan.name_prior
-        fresh = [p for n, p in prior.items() if n not in called]
-        if not fresh:
-            return
-        top = max(fresh)
-        relative = {n: 0.0 if n in called else p - top for n, p in prior.items()}
+        spent = BEYOND_ASKS_LOGITS if len(called) >= self.plan.asks else 0.0
+        relative = {n: 0.0 if n in called else p - spent for n, p in self.plan.name_prior.items()}
         end = "(" if sc.python else '"'
         for t in allowed.tolist():
             text = partial + self.plan.token_text(t)
