@@ -193,18 +193,23 @@ def test_the_prior_leaves_free_text_and_arguments_alone(tokenizer):
     assert len(allowed) > 0 and bool((allowed == 0).all())  # a number's digits: mask only, no bias
 
 
+def _logits_at_name(tok, prior, asks, written):
+    """A session with `prior` and `asks` fed `written` (which ends inside a call's name), flat logits
+    constrained at the next token: (session, logits, {allowed token: its text})."""
+    s = Session(CallPlan(tok, TWINS, name_prior=prior, asks=asks), n_vocab(tok), started=True, rollback=True)
+    _write(tok, s, written)
+    logits = torch.zeros(n_vocab(tok))
+    s.constrain(logits, allocate_bitmask(1, n_vocab(tok)))
+    return s, logits, {t: tok.decode([t]) for t in torch.isfinite(logits).nonzero().flatten().tolist()}
+
+
 def test_a_second_call_keeps_to_called_tools_and_the_tools_the_request_asks_for(tokenizer):
     # The request asks for math_gcd (0) and, in a second ask, math_lcm (0); number_theory_gcd is a near-twin
     # it does not ask for (-5). After a call to math_gcd, a next call to math_gcd (parallel) or math_lcm keeps
     # the top; the twin stays 5 below, so a model unsure between it and a repeat writes the repeat.
     prior = {"math_gcd": 0.0, "math_lcm": 0.0, "number_theory_gcd": -5.0}
-    s = Session(CallPlan(tokenizer, TWINS, name_prior=prior, asks=2), n_vocab(tokenizer), started=True,
-                rollback=True)
-    _write(tokenizer, s, '[{"name": "math_gcd", "arguments": {"n": 1}}, {"name": "')
+    s, logits, text = _logits_at_name(tokenizer, prior, 2, '[{"name": "math_gcd", "arguments": {"n": 1}}, {"name": "')
     assert s.scanner.open_name() == ""
-    logits = torch.zeros(n_vocab(tokenizer))
-    s.constrain(logits, allocate_bitmask(1, n_vocab(tokenizer)))
-    text = {t: tokenizer.decode([t]) for t in torch.isfinite(logits).nonzero().flatten().tolist()}
     best = {text[t] for t in text if logits[t] == logits[torch.isfinite(logits)].max()}
     assert best and all("math_gcd".startswith(b) or "math_lcm".startswith(b) for b in best)
     assert any(logits[t] == -5.0 for t in text if "number_theory_gcd".startswith(text[t]))
@@ -215,14 +220,11 @@ def test_a_called_tool_counts_as_relevant_at_the_next_call(tokenizer):
     # away (0, like the best tool), since the model's own choice may be the right one. (Two asks: the
     # penalty past the asks, tested below, stays out of it.)
     prior = {"math_gcd": 0.0, "math_lcm": -8.0, "number_theory_gcd": -5.0}
-    s = Session(CallPlan(tokenizer, TWINS, name_prior=prior, asks=2), n_vocab(tokenizer), started=True,
-                rollback=True)
-    _write(tokenizer, s, '[{"name": "number_theory_gcd", "arguments": {"n": 1}}, {"name": "')
-    logits = torch.zeros(n_vocab(tokenizer))
-    s.constrain(logits, allocate_bitmask(1, n_vocab(tokenizer)))
-    text = {t: tokenizer.decode([t]) for t in torch.isfinite(logits).nonzero().flatten().tolist()}
+    _, logits, text = _logits_at_name(tokenizer, prior, 2,
+                                      '[{"name": "number_theory_gcd", "arguments": {"n": 1}}, {"name": "')
     twin = [t for t in text if "number_theory_gcd".startswith(text[t])]
     assert twin and all(logits[t] == 0.0 for t in twin)
+
 
 @pytest.mark.parametrize("asks", [1, 2])
 def test_past_its_asks_a_list_keeps_to_the_tools_it_called(tokenizer, asks):
@@ -233,19 +235,12 @@ def test_past_its_asks_a_list_keeps_to_the_tools_it_called(tokenizer, asks):
     prior = {"math_gcd": 0.0, "math_lcm": 0.0, "number_theory_gcd": -1.0}
     spent = BEYOND_ASKS_LOGITS if asks == 1 else 0.0
     assert BEYOND_ASKS_LOGITS > 0
+    called = '[{"name": "math_gcd", "arguments": {"n": 1}}, {"name": "'
 
-    def next_logits(written):
-        s = Session(CallPlan(tokenizer, TWINS, name_prior=prior, asks=asks), n_vocab(tokenizer), started=True,
-                    rollback=True)
-        _write(tokenizer, s, '[{"name": "math_gcd", "arguments": {"n": 1}}, {"name": "' + written)
-        logits = torch.zeros(n_vocab(tokenizer))
-        s.constrain(logits, allocate_bitmask(1, n_vocab(tokenizer)))
-        return logits, {t: tokenizer.decode([t]) for t in torch.isfinite(logits).nonzero().flatten().tolist()}
-
-    logits, text = next_logits("")
+    _, logits, text = _logits_at_name(tokenizer, prior, asks, called)
     twin = [t for t in text if "number_theory_gcd".startswith(text[t])]
     assert twin and all(logits[t] == -1.0 - spent for t in twin)
-    logits, text = next_logits("math_")  # past the shared prefix: gcd (called) or lcm (new)
+    _, logits, text = _logits_at_name(tokenizer, prior, asks, called + "math_")  # past the shared prefix
     lcm = [t for t in text if "lcm".startswith(text[t])]
     gcd = [t for t in text if "gcd".startswith(text[t])]
     assert lcm and gcd
